@@ -1,0 +1,67 @@
+"""nbflow: turn a notebook into a reliable, fast, inspectable workflow.
+
+Public API (heavy and optional parts are imported lazily, so ``import nbflow`` stays cheap and
+the core never pulls in IPython or widgets).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+from .errors import (  # noqa: E402
+    CycleError,
+    DuplicateOutputError,
+    GraphError,
+    MissingInputError,
+    NbflowError,
+    NbflowWarning,
+    StepFailed,
+    UnknownStepError,
+)
+from .events import Event, EventBus  # noqa: E402
+from .executor import RunResult, StepOutput  # noqa: E402
+from .flow import Flow, StepStatus  # noqa: E402
+from .graph import Graph, Step  # noqa: E402
+from .store import Store, open_store  # noqa: E402
+
+__all__ = [
+    "CycleError",
+    "DuplicateOutputError",
+    "Event",
+    "EventBus",
+    "Flow",
+    "Graph",
+    "GraphError",
+    "MissingInputError",
+    "NbflowError",
+    "NbflowWarning",
+    "RunResult",
+    "Step",
+    "StepFailed",
+    "StepOutput",
+    "StepStatus",
+    "Store",
+    "UnknownStepError",
+    "__version__",
+    "load_ipython_extension",
+    "open_store",
+]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext nbflow``."""
+    from .notebook import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    from .notebook import unload_ipython_extension as unload
+
+    unload(ipython)
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    return [{"src": "labextension", "dest": "nbflow-labextension"}]

@@ -1,0 +1,71 @@
+"""The event bus: every status change of a step is an :class:`Event`.
+
+The widget, the JupyterLab comm, progress bars and run logs subscribe here; none of them reaches
+into the executor. Owns nothing but the fan-out; must never import IPython or widget code.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+Status = Literal["stale", "queued", "running", "cached", "done", "failed"]
+STATUSES: tuple[str, ...] = ("stale", "queued", "running", "cached", "done", "failed")
+
+log = logging.getLogger("nbflow")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One status change of one step (``item`` set for a foreach item or batch item)."""
+
+    flow: str
+    step: str
+    status: Status
+    time: float = field(default_factory=time.time)
+    duration: float | None = None
+    saved: float | None = None
+    key: str | None = None
+    sizes: dict[str, int] | None = None
+    error: str | None = None
+    item: int | None = None
+
+
+Subscriber = Callable[[Event], None]
+
+
+class EventBus:
+    """Synchronous fan-out of events to subscribers; a failing subscriber is logged, not raised.
+
+    Why synchronous: the widget must show "running" before a long step starts, and ordering
+    between events of one run must be preserved for every subscriber.
+    """
+
+    def __init__(self) -> None:
+        self._subscribers: list[Subscriber] = []
+        self._lock = threading.Lock()
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback(event)`` for every later event; returns a function that unsubscribes."""
+        with self._lock:
+            self._subscribers = [*self._subscribers, callback]
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._subscribers = [s for s in self._subscribers if s is not callback]
+
+        return unsubscribe
+
+    def emit(self, event: Event) -> None:
+        for callback in self._subscribers:
+            try:
+                callback(event)
+            except Exception:  # a broken view must never break a run
+                log.exception("nbflow event subscriber %r failed", callback)
+
+    def __len__(self) -> int:
+        return len(self._subscribers)

@@ -1,0 +1,196 @@
+"""The graph of steps: pure data, no I/O, no IPython.
+
+A step reads names and binds names; an edge goes from the step that binds a name to every step
+that reads it. Flow inputs (parameters) are names bound by no step. Invariant: every name has at
+most one producer, and the producer relation is acyclic once :meth:`Graph.check` has passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .errors import CycleError, DuplicateOutputError, MissingInputError, UnknownStepError
+
+Action = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One node: what it reads, what it binds, and how to compute it.
+
+    ``action(inputs) -> outputs`` gets a dict of input values and returns a dict with exactly
+    ``outputs``. ``code`` is the normalized code the key is built from (see :mod:`nbflow.keys`);
+    ``source`` is what a person reads. ``params`` are static values folded into the key.
+    ``foreach`` names one input that is a list: the action then runs once per item (each item
+    cached on its own) and every output becomes the list of per-item results (fan-in for
+    whoever reads it).
+    """
+
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    action: Action
+    code: str
+    source: str = ""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    version: str | None = None
+    cache: bool = True
+    ignore: tuple[str, ...] = ()
+    externals: Callable[[], dict[str, str]] | None = None
+    foreach: str | None = None
+    doc: str | None = None
+    kind: str = "function"
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def with_(self, **changes: Any) -> Step:
+        return replace(self, **changes)
+
+
+class Graph:
+    """Steps by name plus the derived producer map. Mutated only through add/remove."""
+
+    def __init__(self) -> None:
+        self.steps: dict[str, Step] = {}
+        self.inputs: dict[str, Any] = {}  # flow-level inputs (parameters): name -> spec
+        self._producers: dict[str, str] | None = None
+
+    # -- mutation -----------------------------------------------------------------------------
+    def add(self, step: Step) -> Step | None:
+        """Add or replace ``step``; returns the step it replaced, if any."""
+        old = self.steps.get(step.name)
+        self.steps[step.name] = step
+        self._producers = None
+        return old
+
+    def remove(self, name: str) -> None:
+        self.get(name)
+        del self.steps[name]
+        self._producers = None
+
+    def add_input(self, name: str, spec: Any = None) -> None:
+        self.inputs[name] = spec
+        self._producers = None
+
+    # -- queries ------------------------------------------------------------------------------
+    def get(self, name: str) -> Step:
+        try:
+            return self.steps[name]
+        except KeyError:
+            raise UnknownStepError(name, list(self.steps)) from None
+
+    @property
+    def producers(self) -> dict[str, str]:
+        """Map of output name -> the step that binds it."""
+        if self._producers is None:
+            producers: dict[str, str] = {}
+            for step in self.steps.values():
+                for out in step.outputs:
+                    if out in producers and producers[out] != step.name:
+                        raise DuplicateOutputError(out, producers[out], step.name)
+                    producers[out] = step.name
+            self._producers = producers
+        return self._producers
+
+    def producer_of(self, name: str) -> str | None:
+        return self.producers.get(name)
+
+    def parents(self, name: str) -> list[str]:
+        """Steps whose outputs ``name`` reads, in the order of its inputs, without repeats."""
+        producers = self.producers
+        seen: dict[str, None] = {}
+        for inp in self.get(name).inputs:
+            p = producers.get(inp)
+            if p is not None and p != name:
+                seen[p] = None
+        return list(seen)
+
+    def children(self, name: str) -> list[str]:
+        outs = set(self.get(name).outputs)
+        return [s.name for s in self.steps.values() if s.name != name and outs & set(s.inputs)]
+
+    def edges(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """(producer, consumer, names that flow along the edge) for every edge."""
+        producers = self.producers
+        result: dict[tuple[str, str], list[str]] = {}
+        for step in self.steps.values():
+            for inp in step.inputs:
+                p = producers.get(inp)
+                if p is not None and p != step.name:
+                    result.setdefault((p, step.name), []).append(inp)
+        return [(a, b, tuple(names)) for (a, b), names in result.items()]
+
+    def upstream(self, name: str) -> list[str]:
+        """Every ancestor of ``name`` in topological order (not including it)."""
+        return [s for s in self.topological_order([name]) if s != name]
+
+    def downstream(self, name: str) -> list[str]:
+        """Every descendant of ``name`` in topological order (not including it)."""
+        self.get(name)
+        found: set[str] = set()
+        stack = [name]
+        while stack:
+            for child in self.children(stack.pop()):
+                if child not in found:
+                    found.add(child)
+                    stack.append(child)
+        return [s for s in self.topological_order() if s in found]
+
+    def missing_inputs(self) -> list[tuple[str, str]]:
+        """(step, name) for every read that nothing provides."""
+        producers = self.producers
+        return [
+            (s.name, inp)
+            for s in self.steps.values()
+            for inp in s.inputs
+            if inp not in producers and inp not in self.inputs and inp not in s.params
+        ]
+
+    def check(self, targets: Iterable[str] | None = None) -> None:
+        """Raise a clear error for duplicates, missing inputs and cycles (among ``targets``' needs)."""
+        order = self.topological_order(targets)
+        wanted = set(order)
+        for step, name in self.missing_inputs():
+            if step in wanted:
+                raise MissingInputError(step, name)
+
+    def topological_order(self, targets: Iterable[str] | None = None) -> list[str]:
+        """Steps needed for ``targets`` (default: all), parents before children.
+
+        Ties keep registration order, so the order is stable and matches the notebook's.
+        Raises :class:`CycleError` with the whole cycle path.
+        """
+        roots = list(self.steps) if targets is None else list(targets)
+        for r in roots:
+            self.get(r)
+        order: list[str] = []
+        state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+        for root in roots:
+            if state.get(root) == 2:
+                continue
+            # iterative DFS keeping the path, so the cycle can be reported whole
+            path: list[str] = [root]
+            iters = [iter(self.parents(root))]
+            state[root] = 1
+            while iters:
+                try:
+                    nxt = next(iters[-1])
+                except StopIteration:
+                    done = path.pop()
+                    iters.pop()
+                    state[done] = 2
+                    order.append(done)
+                    continue
+                st = state.get(nxt)
+                if st == 2:
+                    continue
+                if st == 1:
+                    i = path.index(nxt)
+                    # path runs child -> parent; report it in data-flow direction
+                    cycle = list(reversed(path[i:]))
+                    raise CycleError([*cycle, cycle[0]])
+                state[nxt] = 1
+                path.append(nxt)
+                iters.append(iter(self.parents(nxt)))
+        return order

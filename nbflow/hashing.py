@@ -1,0 +1,28 @@
+"""Digests: xxh3-128 over raw bytes, hex-encoded. One place so the algorithm can change once.
+
+Why xxh3 and not md5/sha: fingerprinting must run at memory speed on large arrays (GB/s);
+integrity against tampering is the HMAC's job (see :mod:`nbflow.store.signing`), not this one's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import xxhash
+
+ALGORITHM = "xxh3_128"
+
+
+def digest_bytes(data: bytes | bytearray | memoryview) -> str:
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def digest_parts(parts: Iterable[bytes | bytearray | memoryview | str]) -> str:
+    """Digest of a sequence, length-prefixed so that ("ab", "c") and ("a", "bc") differ."""
+    h = xxhash.xxh3_128()
+    for part in parts:
+        if isinstance(part, str):
+            part = part.encode()
+        h.update(len(part).to_bytes(8, "little"))
+        h.update(part)
+    return h.hexdigest()

@@ -1,0 +1,263 @@
+"""Cache keys: a constructive trace of what produced a step's outputs.
+
+``key(step) = H(format version, step name, normalized code, outputs, params, version,
+[(name, digest) of every input and external value])``. Inputs produced by a step contribute the
+**content digest of that output**, not the producer's key, so an edit that yields identical output
+leaves downstream keys unchanged (early cutoff). External values (globals, helpers, modules) are
+fingerprinted recursively: a helper's edit changes the key of every step that calls it.
+
+Must never import IPython or widget code.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import importlib.metadata
+import inspect
+import sys
+import textwrap
+import types
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from .hashing import digest_parts
+
+FORMAT_VERSION = "nbflow-key-1"
+
+_BUILTIN_NAMES = frozenset(dir(builtins))
+
+
+# -- code normalization ---------------------------------------------------------------------------
+def _dump(nodes: Iterable[ast.AST]) -> str:
+    return "\n".join(ast.dump(n, annotate_fields=False, include_attributes=False) for n in nodes)
+
+
+def _strip_docstring(body: list[ast.stmt]) -> list[ast.stmt]:
+    if (
+        body
+        and isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant)
+        and isinstance(body[0].value.value, str)
+    ):
+        return body[1:]
+    return body
+
+
+def _returns_exactly(stmt: ast.stmt, outputs: tuple[str, ...]) -> bool:
+    """True for a final ``return a`` / ``return a, b`` that returns the outputs by name."""
+    if not isinstance(stmt, ast.Return) or stmt.value is None:
+        return False
+    v = stmt.value
+    names = v.elts if isinstance(v, ast.Tuple) else [v]
+    return len(names) == len(outputs) and all(
+        isinstance(n, ast.Name) and n.id == o for n, o in zip(names, outputs, strict=True)
+    )
+
+
+def normalize_body(body: list[ast.stmt], outputs: tuple[str, ...]) -> str:
+    """Canonical text of a step body: formatting, comments and the docstring do not count.
+
+    A trailing ``return <outputs>`` is dropped, so a cell (outputs are the names it binds) and the
+    exported function that returns those names normalize to the same text and share cache keys.
+    """
+    body = _strip_docstring(list(body))
+    if body and _returns_exactly(body[-1], outputs):
+        body = body[:-1]
+    return _dump(body)
+
+
+def normalize_source(source: str, outputs: tuple[str, ...] = ()) -> str:
+    """Normalize module-level code (a cell)."""
+    return normalize_body(ast.parse(source).body, outputs)
+
+
+_code_cache: dict[types.CodeType, tuple[str, tuple[str, ...]]] = {}
+
+
+def _function_def(func: Callable[..., Any]) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+    try:
+        source = textwrap.dedent(inspect.getsource(func))
+    except (OSError, TypeError):
+        return None
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == func.__name__:
+            return node
+    return None
+
+
+def _bytecode_digest(code: types.CodeType) -> str:
+    """Fallback when no source exists: bytecode, constants and names (recursively)."""
+    parts: list[bytes | str] = [code.co_code, repr(code.co_names), repr(code.co_varnames)]
+    for const in code.co_consts:
+        parts.append(_bytecode_digest(const) if isinstance(const, types.CodeType) else repr(const))
+    return digest_parts(parts)
+
+
+def function_code(func: Callable[..., Any], outputs: tuple[str, ...] = ()) -> str:
+    """Normalized code of a function's body (decorators, name, docstring, comments excluded)."""
+    code = getattr(func, "__code__", None)
+    if code is not None:
+        hit = _code_cache.get(code)
+        if hit is not None and hit[1] == outputs:
+            return hit[0]
+    node = _function_def(func)
+    if node is not None:
+        # the signature is not part of the text: input names and default values enter the key
+        # through the name -> digest map, which a cell with the same body also produces
+        text = normalize_body(node.body, outputs)
+    elif code is not None:
+        text = "bytecode:" + _bytecode_digest(code)
+    else:
+        text = "object:" + getattr(func, "__qualname__", repr(type(func)))
+    if code is not None:
+        _code_cache[code] = (text, outputs)
+    return text
+
+
+# -- external values ------------------------------------------------------------------------------
+def _global_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_names(const)
+    return names
+
+
+def module_version(module: types.ModuleType) -> str:
+    """A module's name and the version of the distribution it comes from (or Python's)."""
+    name = module.__name__
+    top = name.partition(".")[0]
+    version = getattr(sys.modules.get(top), "__version__", None)
+    if version is None:
+        try:
+            version = importlib.metadata.version(top)
+        except importlib.metadata.PackageNotFoundError:
+            version = None
+    if version is None:
+        if top in sys.stdlib_module_names:
+            version = "python-" + ".".join(map(str, sys.version_info[:2]))
+        else:
+            file = getattr(module, "__file__", None)
+            version = "file:" + (file or "?")
+    return f"module:{name}=={version}"
+
+
+class Fingerprinter:
+    """Fingerprints the external values a step reads: modules, functions (recursively), values.
+
+    ``value_digest`` is the content digest function of the store's codec, so an external value and
+    a stored output with the same content contribute the same digest. Names that cannot be
+    fingerprinted are collected in ``unknown`` for one warning per step.
+    """
+
+    def __init__(self, value_digest: Callable[[Any], str]) -> None:
+        self.value_digest = value_digest
+        self.unknown: list[str] = []
+
+    def external(self, name: str, value: Any, _seen: set[int] | None = None) -> str | None:
+        seen = _seen if _seen is not None else set()
+        if isinstance(value, types.ModuleType):
+            return digest_parts([module_version(value)])
+        if isinstance(value, types.FunctionType):
+            if id(value) in seen:
+                return digest_parts(["recursive", value.__qualname__])
+            seen.add(id(value))
+            return digest_parts(["function", function_code(value), *self.function_externals(value, seen)])
+        if isinstance(value, types.BuiltinFunctionType | types.BuiltinMethodType):
+            mod = getattr(value, "__module__", None) or ""
+            return digest_parts(["builtin", mod, value.__qualname__])
+        if isinstance(value, type):
+            return self._class(value, seen)
+        try:
+            return self.value_digest(value)
+        except Exception:
+            self.unknown.append(name)
+            return None
+
+    def _class(self, cls: type, seen: set[int]) -> str:
+        mod = sys.modules.get(cls.__module__)
+        if mod is not None and cls.__module__ not in ("__main__",) and getattr(mod, "__file__", None):
+            if not cls.__module__.startswith("__"):
+                return digest_parts(["class", cls.__qualname__, module_version(mod)])
+        try:
+            src = textwrap.dedent(inspect.getsource(cls))
+            text = _dump(ast.parse(src).body)
+        except (OSError, TypeError, SyntaxError):
+            text = cls.__qualname__
+        parts = ["class", text]
+        for attr in vars(cls).values():
+            if isinstance(attr, types.FunctionType) and id(attr) not in seen:
+                seen.add(id(attr))
+                parts.extend(self.function_externals(attr, seen))
+        return digest_parts(parts)
+
+    def function_externals(self, func: types.FunctionType, seen: set[int]) -> list[str]:
+        """Fingerprints of the globals and closure cells ``func`` reads, sorted by name."""
+        parts: list[str] = []
+        g = func.__globals__
+        for name in sorted(_global_names(func.__code__)):
+            if name in g:
+                fp = self.external(name, g[name], seen)
+                if fp is not None:
+                    parts.append(f"{name}={fp}")
+            # names that are attributes (co_names holds them too) or builtins: not ours to hash
+        if func.__closure__:
+            for name, cell in zip(func.__code__.co_freevars, func.__closure__, strict=True):
+                try:
+                    value = cell.cell_contents
+                except ValueError:
+                    continue
+                fp = self.external(name, value, seen)
+                if fp is not None:
+                    parts.append(f"{name}={fp}")
+        return parts
+
+    def namespace(self, names: Iterable[str], ns: Mapping[str, Any]) -> dict[str, str]:
+        """Fingerprints of ``names`` looked up in ``ns`` (a cell's globals); absent names skipped."""
+        out: dict[str, str] = {}
+        for name in sorted(names):
+            if name in ns:
+                fp = self.external(name, ns[name])
+                if fp is not None:
+                    out[name] = fp
+            elif name not in _BUILTIN_NAMES:
+                continue
+        return out
+
+
+def function_externals(
+    func: types.FunctionType, value_digest: Callable[[Any], str]
+) -> tuple[dict[str, str], list[str]]:
+    """External fingerprints of a function step as a name -> digest map, plus unknown names."""
+    fp = Fingerprinter(value_digest)
+    parts = fp.function_externals(func, {id(func)})
+    out = dict(p.split("=", 1) for p in parts)
+    return out, fp.unknown
+
+
+# -- the key ---------------------------------------------------------------------------------------
+def step_key(
+    name: str,
+    code: str,
+    outputs: tuple[str, ...],
+    params: Mapping[str, str],
+    input_digests: Mapping[str, str],
+    version: str | None = None,
+) -> str:
+    """The cache key of one step run. ``params`` and ``input_digests`` map names to digests.
+
+    Inputs, parameters and external values are merged into one sorted name -> digest map: a name
+    read as a notebook global and the same name read as a flow parameter with the same content give
+    the same key (this is what lets an exported script share the notebook's cache).
+    """
+    merged = {**params, **input_digests}
+    parts: list[str] = [FORMAT_VERSION, name, code, ",".join(outputs), version or ""]
+    for k in sorted(merged):
+        parts.append(k)
+        parts.append(merged[k])
+    return digest_parts(parts)

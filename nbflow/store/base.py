@@ -1,0 +1,447 @@
+"""The store: content-addressed blobs plus one signed manifest per cache key.
+
+Layout under the root::
+
+    blobs/ab/<digest>          a pickle stream or one raw buffer, named by its xxh3 digest
+    manifests/ab/<key>.json    {"manifest": {...}, "sig": HMAC-SHA256}: the commit point
+    records/<kind>/<name>.json signed records (runs of a flow, ...)
+
+Invariants: a manifest is written only after every blob it names; a key is never served for
+content other than what was stored under it; an entry whose signature, size or digest does not
+check out is a miss plus one warning, and its pickle is never loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import NbflowWarning
+from . import signing
+from .backend import TMP_PREFIX, Backend
+from .codec import Encoded, decode
+
+MANIFEST_FORMAT = 1
+_HEX = re.compile(r"^[0-9a-f]{16,64}$")
+_RECORD_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
+
+
+class CorruptEntry(Exception):
+    """An entry failed verification (internal: callers turn it into a miss plus a warning)."""
+
+
+class StoreWriteError(Exception):
+    """Writing an entry failed (disk full, I/O error); nothing partial is visible."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A verified manifest. ``outputs[name]`` has digest, stream, buffers, size, type, preview."""
+
+    key: str
+    data: Mapping[str, Any]
+
+    @property
+    def outputs(self) -> Mapping[str, Mapping[str, Any]]:
+        return self.data["outputs"]
+
+    @property
+    def step(self) -> str:
+        return str(self.data.get("step", ""))
+
+    @property
+    def flow(self) -> str:
+        return str(self.data.get("flow", ""))
+
+    @property
+    def duration(self) -> float:
+        return float(self.data.get("duration") or 0.0)
+
+    @property
+    def created(self) -> float:
+        return float(self.data.get("created") or 0.0)
+
+    @property
+    def displays(self) -> list[Any]:
+        return list(self.data.get("displays") or [])
+
+    @property
+    def record(self) -> Mapping[str, Any]:
+        return self.data.get("record") or {}
+
+    def digest(self, name: str) -> str:
+        return str(self.outputs[name]["digest"])
+
+    @property
+    def size(self) -> int:
+        return sum(int(o.get("size", 0)) for o in self.outputs.values())
+
+
+@dataclass
+class CheckReport:
+    """What :meth:`Store.check` found (and removed, with ``fix``)."""
+
+    entries: int = 0
+    bad_entries: list[str] = field(default_factory=list)
+    orphan_blobs: list[str] = field(default_factory=list)
+    temp_files: list[str] = field(default_factory=list)
+    fixed: bool = False
+
+    @property
+    def clean(self) -> bool:
+        return not (self.bad_entries or self.orphan_blobs or self.temp_files)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.entries} entries; {len(self.bad_entries)} bad, "
+            f"{len(self.orphan_blobs)} orphan blobs, {len(self.temp_files)} temp files"
+            + (" (removed)" if self.fixed and not self.clean else "")
+        )
+
+
+def _blob_path(digest: str) -> str:
+    return f"blobs/{digest[:2]}/{digest}"
+
+
+def _manifest_path(key: str) -> str:
+    return f"manifests/{key[:2]}/{key}.json"
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+class Store:
+    """Signed, content-addressed cache over a :class:`Backend`. Thread- and process-safe."""
+
+    def __init__(self, backend: Backend, *, strict: bool = False, verify_buffers: bool = True) -> None:
+        self.backend = backend
+        self.strict = strict
+        self.verify_buffers = verify_buffers
+        self._key = signing.load_key()
+        self._memo: dict[str, tuple[tuple[int, int] | None, Manifest]] = {}
+        self._warned: set[str] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def root(self) -> str:
+        return self.backend.root
+
+    def __repr__(self) -> str:
+        return f"Store({self.root!r})"
+
+    # -- warnings ---------------------------------------------------------------------------------
+    def _bad(self, key: str, why: str) -> None:
+        msg = f"nbflow: ignoring cache entry {key[:12]} ({why}); it will be recomputed"
+        if self.strict:
+            raise CorruptEntry(msg)
+        with self._lock:
+            if key in self._warned:
+                return
+            self._warned.add(key)
+        warnings.warn(msg, NbflowWarning, stacklevel=3)
+
+    # -- reading ----------------------------------------------------------------------------------
+    def has(self, key: str) -> bool:
+        return self.get(key, quiet=True) is not None
+
+    def get(self, key: str, *, quiet: bool = False) -> Manifest | None:
+        """The verified manifest for ``key``, or None (a bad one also warns, once)."""
+        if not _HEX.match(key):
+            raise ValueError(f"not a cache key: {key!r}")
+        path = _manifest_path(key)
+        sig = self.backend.signature(path)
+        if sig is None:
+            self._memo.pop(key, None)
+            return None
+        memo = self._memo.get(key)
+        if memo is not None and memo[0] == sig:
+            return memo[1]
+        try:
+            raw = self.backend.read(path)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            self._bad(key, f"unreadable: {e}")
+            return None
+        manifest = self._verify_manifest(key, raw)
+        if manifest is None:
+            return None
+        self._memo[key] = (sig, manifest)
+        return manifest
+
+    def _verify_manifest(self, key: str, raw: bytes) -> Manifest | None:
+        try:
+            doc = json.loads(raw)
+            data = doc["manifest"]
+            signature = doc["sig"]
+        except (ValueError, KeyError, TypeError):
+            self._bad(key, "manifest is truncated or not JSON")
+            return None
+        if not isinstance(signature, str) or not signing.verify(_canonical(data), signature, self._key):
+            self._bad(key, "signature does not match this user's key: tampered or foreign entry")
+            return None
+        if data.get("key") != key or data.get("format") != MANIFEST_FORMAT:
+            self._bad(key, "manifest belongs to another key or format")
+            return None
+        return Manifest(key, data)
+
+    def load(self, manifest: Manifest, name: str) -> Any:
+        """Load output ``name`` after verifying every blob; raises :class:`CorruptEntry`."""
+        info = manifest.outputs[name]
+        stream = self._read_blob(info["stream"])
+        buffers = [self._map_blob(b) for b in info.get("buffers", ())]
+        try:
+            return decode(stream, buffers)
+        except Exception as e:  # signed and verified, yet unloadable: e.g. a missing module
+            raise CorruptEntry(f"cannot unpickle '{name}': {type(e).__name__}: {e}") from e
+
+    def _read_blob(self, ref: Mapping[str, Any], repair: bool = True) -> bytes:
+        from ..hashing import digest_bytes
+
+        digest, size = str(ref["digest"]), int(ref["size"])
+        try:
+            data = self.backend.read(_blob_path(digest))
+        except OSError as e:
+            raise CorruptEntry(f"blob {digest[:12]} missing: {e}") from e
+        if len(data) != size or digest_bytes(data) != digest:
+            if repair:  # content-addressed: a blob whose bytes do not match its name is garbage
+                self.backend.remove(_blob_path(digest))
+            raise CorruptEntry(f"blob {digest[:12]} is truncated or altered")
+        return data
+
+    def _map_blob(self, ref: Mapping[str, Any], repair: bool = True) -> memoryview:
+        from ..hashing import digest_bytes
+
+        digest, size = str(ref["digest"]), int(ref["size"])
+        try:
+            view = self.backend.map(_blob_path(digest))
+        except (OSError, ValueError) as e:
+            raise CorruptEntry(f"blob {digest[:12]} missing: {e}") from e
+        if view.nbytes != size or (self.verify_buffers and digest_bytes(view) != digest):
+            view.release()
+            if repair:
+                self.backend.remove(_blob_path(digest))
+            raise CorruptEntry(f"blob {digest[:12]} is truncated or altered")
+        return view.toreadonly()
+
+    def load_outputs(self, manifest: Manifest, names: list[str] | None = None) -> dict[str, Any] | None:
+        """Every (or the named) output of an entry, or None plus one warning if it is bad."""
+        try:
+            return {n: self.load(manifest, n) for n in (names or list(manifest.outputs))}
+        except CorruptEntry as e:
+            self.forget(manifest.key)
+            self._bad(manifest.key, str(e))
+            return None
+
+    # -- writing ----------------------------------------------------------------------------------
+    def put(
+        self,
+        key: str,
+        encoded: Mapping[str, Encoded],
+        meta: Mapping[str, Any] | None = None,
+    ) -> Manifest:
+        """Write blobs, then the signed manifest (the commit point). Raises StoreWriteError."""
+        outputs: dict[str, Any] = {}
+        try:
+            for name, enc in encoded.items():
+                self._put_blob(enc.stream_digest, [enc.stream])
+                refs = []
+                for digest, buf in zip(enc.buffer_digests, enc.buffers, strict=True):
+                    self._put_blob(digest, [buf])
+                    refs.append({"digest": digest, "size": buf.nbytes})
+                outputs[name] = {
+                    "digest": enc.digest,
+                    "stream": {"digest": enc.stream_digest, "size": len(enc.stream)},
+                    "buffers": refs,
+                    "size": enc.size,
+                }
+                extra = (meta or {}).get("output_info", {}).get(name)
+                if extra:
+                    outputs[name].update(extra)
+            data: dict[str, Any] = {
+                "format": MANIFEST_FORMAT,
+                "key": key,
+                "created": time.time(),
+                **{k: v for k, v in (meta or {}).items() if k != "output_info"},
+                "outputs": outputs,
+            }
+            body = json.loads(_canonical(data))  # what is signed is exactly what is stored
+            doc = {"manifest": body, "sig": signing.sign(_canonical(body), self._key)}
+            self.backend.write_atomic(_manifest_path(key), [json.dumps(doc).encode()])
+        except OSError as e:
+            raise StoreWriteError(f"{type(e).__name__}: {e}") from e
+        manifest = Manifest(key, body)
+        self._memo[key] = (self.backend.signature(_manifest_path(key)), manifest)
+        return manifest
+
+    def _put_blob(self, digest: str, chunks: list[bytes | memoryview]) -> None:
+        path = _blob_path(digest)
+        expected = sum(len(c) if isinstance(c, bytes) else c.nbytes for c in chunks)
+        if self.backend.size(path) == expected:
+            return  # content-addressed: same name, same bytes (verified again on read)
+        self.backend.write_atomic(path, chunks)
+
+    # -- records (runs of a flow, ...) -------------------------------------------------------------
+    def put_record(self, kind: str, name: str, data: Mapping[str, Any]) -> None:
+        if not (_RECORD_NAME.match(kind) and _RECORD_NAME.match(name)):
+            raise ValueError(f"bad record name {kind!r}/{name!r}")
+        body = json.loads(_canonical(data))
+        doc = {"record": body, "sig": signing.sign(_canonical(body), self._key)}
+        try:
+            self.backend.write_atomic(f"records/{kind}/{name}.json", [json.dumps(doc).encode()])
+        except OSError as e:
+            raise StoreWriteError(f"{type(e).__name__}: {e}") from e
+
+    def get_record(self, kind: str, name: str) -> dict[str, Any] | None:
+        if not (_RECORD_NAME.match(kind) and _RECORD_NAME.match(name)):
+            return None
+        try:
+            doc = json.loads(self.backend.read(f"records/{kind}/{name}.json"))
+            body, sig = doc["record"], doc["sig"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not isinstance(sig, str) or not signing.verify(_canonical(body), sig, self._key):
+            self._bad(f"{kind}/{name}", "record signature does not match")
+            return None
+        return dict(body)
+
+    def records(self, kind: str) -> list[str]:
+        if not _RECORD_NAME.match(kind):
+            return []
+        names = []
+        for info in self.backend.walk(f"records/{kind}"):
+            base = info.path.rsplit("/", 1)[-1]
+            if base.endswith(".json") and not base.startswith(TMP_PREFIX):
+                names.append(base[: -len(".json")])
+        return sorted(names)
+
+    # -- maintenance ------------------------------------------------------------------------------
+    def forget(self, key: str) -> None:
+        self._memo.pop(key, None)
+
+    def delete(self, key: str) -> None:
+        """Remove the manifest (blobs become orphans, reclaimed by :meth:`gc`/:meth:`check`)."""
+        self._memo.pop(key, None)
+        self.backend.remove(_manifest_path(key))
+
+    def entries(self) -> Iterator[Manifest]:
+        """Every valid entry (bad ones warn and are skipped)."""
+        for info in self.backend.walk("manifests"):
+            base = info.path.rsplit("/", 1)[-1]
+            if base.startswith(TMP_PREFIX) or not base.endswith(".json"):
+                continue
+            key = base[: -len(".json")]
+            if _HEX.match(key):
+                m = self.get(key)
+                if m is not None:
+                    yield m
+
+    def clear(self, *, step: str | None = None, flow: str | None = None) -> int:
+        """Delete entries (all, or of one step/flow); returns how many. Blobs go with gc."""
+        n = 0
+        for m in list(self.entries()):
+            if (step is None or m.step == step) and (flow is None or m.flow == flow):
+                self.delete(m.key)
+                n += 1
+        self.remove_orphans()
+        return n
+
+    def referenced_blobs(self) -> set[str]:
+        refs: set[str] = set()
+        for m in self.entries():
+            for info in m.outputs.values():
+                refs.add(info["stream"]["digest"])
+                refs.update(b["digest"] for b in info.get("buffers", ()))
+        return refs
+
+    def remove_orphans(self, min_age: float = 0.0) -> list[str]:
+        """Delete blobs no manifest names (older than ``min_age`` s, so in-flight writes survive)."""
+        refs = self.referenced_blobs()
+        now = time.time()
+        removed = []
+        for info in list(self.backend.walk("blobs")):
+            name = info.path.rsplit("/", 1)[-1]
+            if name.startswith(TMP_PREFIX):
+                continue
+            if name not in refs and now - info.mtime >= min_age:
+                self.backend.remove(info.path)
+                removed.append(name)
+        return removed
+
+    def size(self) -> int:
+        return sum(i.size for i in self.backend.walk(""))
+
+    def gc(self, max_size: int) -> list[str]:
+        """Evict least recently used entries until blobs + manifests fit in ``max_size`` bytes."""
+        entries = sorted(self.entries(), key=lambda m: self._last_used(m))
+        total = self.size()
+        evicted = []
+        for m in entries:
+            if total <= max_size:
+                break
+            self.delete(m.key)
+            evicted.append(m.key)
+            self.remove_orphans()
+            total = self.size()
+        return evicted
+
+    def _last_used(self, m: Manifest) -> float:
+        sig = self.backend.signature(_manifest_path(m.key))
+        return sig[0] / 1e9 if sig else 0.0
+
+    def touch(self, key: str) -> None:
+        """Mark an entry used (for LRU gc)."""
+        self.backend.touch(_manifest_path(key))
+
+    def check(self, fix: bool = False, temp_age: float = 3600.0) -> CheckReport:
+        """Reconcile manifests and blobs: bad entries, orphan blobs, leftover temp files."""
+        report = CheckReport(fixed=fix)
+        refs: set[str] = set()
+        now = time.time()
+        for info in list(self.backend.walk("manifests")):
+            base = info.path.rsplit("/", 1)[-1]
+            if base.startswith(TMP_PREFIX):
+                if now - info.mtime >= temp_age or temp_age == 0:
+                    report.temp_files.append(info.path)
+                continue
+            key = base[: -len(".json")]
+            m = self.get(key, quiet=True) if _HEX.match(key) else None
+            ok = m is not None
+            if ok and m is not None:
+                report.entries += 1
+                try:
+                    for info_out in m.outputs.values():
+                        self._read_blob(info_out["stream"], repair=fix)
+                        for b in info_out.get("buffers", ()):
+                            self._map_blob(b, repair=fix).release()
+                except CorruptEntry:
+                    ok = False
+            if not ok:
+                report.bad_entries.append(key)
+                continue
+            assert m is not None
+            for info_out in m.outputs.values():
+                refs.add(info_out["stream"]["digest"])
+                refs.update(b["digest"] for b in info_out.get("buffers", ()))
+        for info in list(self.backend.walk("blobs")):
+            name = info.path.rsplit("/", 1)[-1]
+            if name.startswith(TMP_PREFIX):
+                if now - info.mtime >= temp_age or temp_age == 0:
+                    report.temp_files.append(info.path)
+            elif name not in refs:
+                report.orphan_blobs.append(name)
+        if fix:
+            for key in report.bad_entries:
+                self.delete(key)
+            for name in report.orphan_blobs:
+                self.backend.remove(_blob_path(name))
+            for path in report.temp_files:
+                self.backend.remove(path)
+        return report
