@@ -1,0 +1,259 @@
+"""Static analysis of a cell: which names it binds (outputs) and which it reads (inputs).
+
+Pure ``ast`` + ``symtable``; no IPython here (the notebook adapter runs IPython's
+``transform_cell`` first, so ``%magic`` and ``!cmd`` lines arrive as ordinary calls).
+
+Rules, in the order a reader would apply them:
+
+* Outputs are the names the cell binds at top level — assignment (plain, tuple, annotated,
+  augmented, walrus, ``for``/``with``/``except`` targets, ``match`` captures), ``def``/``class``,
+  and ``global`` declarations inside functions that assign — minus names deleted at top level and
+  names starting with ``_`` (private temporaries; ``--out`` can still name them).
+* Imports bind names too, but modules are not data: they are listed in ``imports`` (the adapter
+  re-executes them on a cache hit) and are not outputs.
+* Reads are the free names the cell loads: at top level, a name loaded before the cell binds it;
+  inside functions, lambdas and comprehensions, a global name the cell does not bind itself.
+  Attribute and subscript assignment (``df.x = 1``, ``d[k] = v``) reads the object, binds nothing.
+* ``from m import *`` cannot be analysed: :class:`AnalysisError` asks for explicit names.
+  ``exec``/``eval``/``globals()`` are not seen; ``--in``/``--out`` override.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import symtable
+from dataclasses import dataclass
+
+from .errors import NbflowError
+
+_BUILTINS = frozenset(dir(builtins)) | {"__name__", "__file__", "__builtins__", "get_ipython",
+                                         "display", "In", "Out", "exit", "quit"}
+
+
+class AnalysisError(NbflowError):
+    """The cell cannot be analysed (syntax error, ``import *``)."""
+
+
+@dataclass(frozen=True)
+class CellAnalysis:
+    binds: tuple[str, ...]  # every top-level binding, in order (outputs + imports + private)
+    outputs: tuple[str, ...]  # what the step produces
+    reads: tuple[str, ...]  # free names loaded, in first-use order (builtins excluded)
+    imports: tuple[str, ...]  # source of each top-level import statement
+    deletes: tuple[str, ...]
+
+
+class _TopLevel(ast.NodeVisitor):
+    """Walks top-level statements in execution order; nested scopes are left to symtable."""
+
+    def __init__(self) -> None:
+        self.bound: list[str] = []
+        self.reads: list[str] = []
+        self.deleted: list[str] = []
+        self.import_names: set[str] = set()
+        self.imports: list[ast.stmt] = []
+
+    # bookkeeping
+    def bind(self, name: str) -> None:
+        if name not in self.bound:
+            self.bound.append(name)
+        if name in self.deleted:
+            self.deleted.remove(name)
+
+    def read(self, name: str) -> None:
+        if name not in self.bound and name not in self.reads:
+            self.reads.append(name)
+
+    def bind_target(self, target: ast.expr) -> None:
+        if isinstance(target, ast.Name):
+            self.bind(target.id)
+        elif isinstance(target, ast.Tuple | ast.List):
+            for elt in target.elts:
+                self.bind_target(elt)
+        elif isinstance(target, ast.Starred):
+            self.bind_target(target.value)
+        elif isinstance(target, ast.Attribute):
+            self.visit(target.value)  # obj.attr = v reads obj
+        elif isinstance(target, ast.Subscript):
+            self.visit(target.value)
+            self.visit(target.slice)
+
+    # statements
+    def visit_Assign(self, node: ast.Assign) -> None:
+        self.visit(node.value)
+        for t in node.targets:
+            self.bind_target(t)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> None:
+        self.visit(node.value)
+        if isinstance(node.target, ast.Name):
+            self.read(node.target.id)
+        self.bind_target(node.target)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        if node.value is not None:
+            self.visit(node.value)
+            self.bind_target(node.target)
+
+    def visit_NamedExpr(self, node: ast.NamedExpr) -> None:
+        self.visit(node.value)
+        self.bind(node.target.id)
+
+    def visit_For(self, node: ast.For | ast.AsyncFor) -> None:
+        self.visit(node.iter)
+        self.bind_target(node.target)
+        for stmt in [*node.body, *node.orelse]:
+            self.visit(stmt)
+
+    visit_AsyncFor = visit_For
+
+    def visit_With(self, node: ast.With | ast.AsyncWith) -> None:
+        for item in node.items:
+            self.visit(item.context_expr)
+            if item.optional_vars is not None:
+                self.bind_target(item.optional_vars)
+        for stmt in node.body:
+            self.visit(stmt)
+
+    visit_AsyncWith = visit_With
+
+    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
+        if node.type is not None:
+            self.visit(node.type)
+        if node.name:
+            self.bind(node.name)
+        for stmt in node.body:
+            self.visit(stmt)
+        if node.name:  # Python deletes the name at the end of the handler
+            self.deleted.append(node.name)
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            name = alias.asname or alias.name.partition(".")[0]
+            self.bind(name)
+            self.import_names.add(name)
+        self.imports.append(node)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        for alias in node.names:
+            if alias.name == "*":
+                raise AnalysisError(
+                    f"'from {node.module} import *' hides which names the cell binds; "
+                    "import the names you use explicitly (or pass --in/--out)"
+                )
+            name = alias.asname or alias.name
+            self.bind(name)
+            self.import_names.add(name)
+        self.imports.append(node)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        for d in node.decorator_list:
+            self.visit(d)
+        for default in [*node.args.defaults, *node.args.kw_defaults]:
+            if default is not None:
+                self.visit(default)
+        self.bind(node.name)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        for d in node.decorator_list:
+            self.visit(d)
+        for b in [*node.bases, *(k.value for k in node.keywords)]:
+            self.visit(b)
+        self.bind(node.name)
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        for default in [*node.args.defaults, *node.args.kw_defaults]:
+            if default is not None:
+                self.visit(default)
+
+    def _comprehension(self, node: ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp) -> None:
+        self.visit(node.generators[0].iter)  # evaluated in the enclosing scope
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.NamedExpr):  # binds in the enclosing scope
+                self.bind(sub.target.id)
+
+    visit_ListComp = visit_SetComp = visit_GeneratorExp = visit_DictComp = _comprehension
+
+    def visit_Delete(self, node: ast.Delete) -> None:
+        for t in node.targets:
+            if isinstance(t, ast.Name):
+                self.deleted.append(t.id)
+            else:
+                self.visit(t)
+
+    def visit_Global(self, node: ast.Global) -> None:
+        return
+
+    def visit_MatchAs(self, node: ast.MatchAs) -> None:
+        if node.pattern is not None:
+            self.visit(node.pattern)
+        if node.name:
+            self.bind(node.name)
+
+    def visit_MatchStar(self, node: ast.MatchStar) -> None:
+        if node.name:
+            self.bind(node.name)
+
+    def visit_MatchMapping(self, node: ast.MatchMapping) -> None:
+        self.generic_visit(node)
+        if node.rest:
+            self.bind(node.rest)
+
+    def visit_Name(self, node: ast.Name) -> None:
+        if isinstance(node.ctx, ast.Load):
+            self.read(node.id)
+        elif isinstance(node.ctx, ast.Store):
+            self.bind(node.id)
+
+
+def _nested_globals(table: symtable.SymbolTable) -> tuple[set[str], set[str]]:
+    """(global names referenced, global names assigned) inside nested scopes."""
+    refs: set[str] = set()
+    assigned: set[str] = set()
+    for child in table.get_children():
+        for sym in child.get_symbols():
+            if sym.is_global() or (sym.is_referenced() and not sym.is_local() and not sym.is_free()
+                                   and not sym.is_parameter()):
+                if sym.is_referenced():
+                    refs.add(sym.get_name())
+                if sym.is_declared_global() and sym.is_assigned():
+                    assigned.add(sym.get_name())
+        r, a = _nested_globals(child)
+        refs |= r
+        assigned |= a
+    return refs, assigned
+
+
+def analyze(source: str) -> CellAnalysis:
+    """Analyse a cell's (already IPython-transformed) source."""
+    try:
+        tree = ast.parse(source)
+        table = symtable.symtable(source, "<cell>", "exec")
+    except SyntaxError as e:
+        raise AnalysisError(f"the cell has a syntax error on line {e.lineno}: {e.msg}") from e
+    v = _TopLevel()
+    for stmt in tree.body:
+        v.visit(stmt)
+    nested_refs, nested_assigned = _nested_globals(table)
+    for name in sorted(nested_assigned):
+        v.bind(name)
+    reads = list(v.reads)
+    for name in sorted(nested_refs):
+        if name not in v.bound and name not in reads:
+            reads.append(name)
+    reads = [r for r in reads if r not in _BUILTINS]
+    deleted = set(v.deleted)
+    outputs = tuple(
+        b for b in v.bound
+        if b not in deleted and b not in v.import_names and not b.startswith("_")
+    )
+    return CellAnalysis(
+        binds=tuple(v.bound),
+        outputs=outputs,
+        reads=tuple(reads),
+        imports=tuple(ast.unparse(s) for s in v.imports),
+        deletes=tuple(v.deleted),
+    )
