@@ -127,7 +127,8 @@ class Flow:
             check_name(out, "output")
         old = self.graph.add(step)
         try:
-            _ = self.graph.producers  # duplicates are reported at registration
+            _ = self.graph.producers  # duplicates and cycles are reported at registration
+            self.graph.topological_order()
         except NbflowError:
             if old is not None:
                 self.graph.add(old)

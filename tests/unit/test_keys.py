@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import ast
+import textwrap
+import types
+import warnings
+
+import numpy as np
+import pytest
+
+from nbflow import keys
+from nbflow.store.codec import value_digest
+
+
+def compile_func(src: str, name: str, extra: dict | None = None) -> types.FunctionType:
+    """Define a function from source in a fresh module so inspect.getsource works."""
+    import linecache
+
+    filename = f"<test-{abs(hash(src))}>"
+    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
+    ns: dict = {"__name__": "testmod", **(extra or {})}
+    exec(compile(src, filename, "exec"), ns)
+    return ns[name]
+
+
+CASES = [
+    # (a, b, same?)
+    ("def f(x):\n    return [v * 2 for v in x]\n",
+     "def f(x):  # doubled\n    return [v*2   for v in x]\n", True),
+    ("def f(x):\n    return [v * 2 for v in x]\n",
+     "def f(x):\n    return [v + v for v in x]\n", False),
+    ("def f(x):\n    '''doc'''\n    return x\n", "def f(x):\n    return x\n", True),
+    ("@deco\ndef f(x):\n    return x\n", "def f(x):\n    return x\n", True),
+    ("def f(x: int) -> int:\n    return x\n", "def f(x):\n    return x\n", True),
+]
+
+
+@pytest.mark.parametrize(("a", "b", "same"), CASES)
+def test_normalized_code(a: str, b: str, same: bool) -> None:
+    fa = compile_func(a, "f", {"deco": lambda f: f})
+    fb = compile_func(b, "f", {"deco": lambda f: f})
+    assert (keys.function_code(fa) == keys.function_code(fb)) is same
+
+
+def test_cell_and_exported_function_normalize_alike() -> None:
+    cell = "model = fit(df, alpha)\nprint(model)\n"
+    func = compile_func(
+        "def fit_step(df, alpha):\n    model = fit(df, alpha)\n    print(model)\n    return model\n",
+        "fit_step",
+    )
+    assert keys.normalize_source(cell, ("model",)) == keys.function_code(func, ("model",))
+
+
+def test_helper_edit_changes_fingerprint_recursively() -> None:
+    src = textwrap.dedent("""
+        def inner(v):
+            return v * 2
+        def helper(v):
+            return inner(v) + 1
+        def step(x):
+            return helper(x)
+    """)
+    f1 = compile_func(src, "step")
+    f2 = compile_func(src.replace("v * 2", "v * 3"), "step")
+    e1, _ = keys.function_externals(f1, value_digest)
+    e2, _ = keys.function_externals(f2, value_digest)
+    assert set(e1) == {"helper"}
+    assert e1 != e2  # an edit two calls deep is seen
+
+
+def test_globals_modules_and_values_fingerprinted() -> None:
+    src = "def step(x):\n    return np.sum(x) * SCALE\n"
+    f1 = compile_func(src, "step", {"np": np, "SCALE": 2})
+    f2 = compile_func(src, "step", {"np": np, "SCALE": 3})
+    e1, unknown = keys.function_externals(f1, value_digest)
+    e2, _ = keys.function_externals(f2, value_digest)
+    assert unknown == []
+    assert e1["np"] == e2["np"] and e1["SCALE"] != e2["SCALE"]
+    assert keys.module_version(np).startswith(f"module:numpy=={np.__version__}")
+
+
+def test_unfingerprintable_is_named() -> None:
+    import threading
+
+    f = compile_func("def step():\n    return LOCK\n", "step", {"LOCK": threading.Lock()})
+    _, unknown = keys.function_externals(f, value_digest)
+    assert unknown == ["LOCK"]
+
+
+def test_step_key_covers_every_part() -> None:
+    base = dict(name="s", code="c", outputs=("o",), params={"p": "1"}, input_digests={"i": "d"}, version=None)
+    k = keys.step_key(**base)  # type: ignore[arg-type]
+    variants = [
+        {"name": "t"}, {"code": "c2"}, {"outputs": ("o2",)}, {"params": {"p": "2"}},
+        {"input_digests": {"i": "e"}}, {"version": "2"},
+    ]
+    for v in variants:
+        assert keys.step_key(**{**base, **v}) != k  # type: ignore[arg-type]
+    assert keys.step_key(**base) == k  # type: ignore[arg-type]
+
+
+def test_no_source_falls_back_to_bytecode() -> None:
+    ns: dict = {}
+    exec("def f(x):\n    return x + 1\n", ns)  # no linecache entry: no source
+    exec("def g(x):\n    return x + 2\n", ns)
+    assert keys.function_code(ns["f"]).startswith("bytecode:")
+    assert keys.function_code(ns["f"]) != keys.function_code(ns["g"])
+
+
+def test_normalize_rejects_nothing_valid() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert keys.normalize_source("x = 1\n") == ast.dump(ast.parse("x=1").body[0], annotate_fields=False)

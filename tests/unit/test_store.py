@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+import json
+import os
+import stat
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nbflow.errors import NbflowWarning
+from nbflow.store import Store, encode, open_store, signing
+from nbflow.store.base import _blob_path, _manifest_path
+
+KEY = "ab" * 16
+
+
+class Marker:
+    """Unpickling this writes a file: proof that a pickle was (or was not) loaded."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):  # noqa: ANN204
+        return (_touch, (self.path,))
+
+
+def _touch(path: str) -> str:
+    Path(path).write_text("loaded")
+    return path
+
+
+def put(store: Store, key: str = KEY, **values: object):
+    return store.put(key, {k: encode(v) for k, v in values.items()}, {"step": "s", "flow": "f", "duration": 1.5})
+
+
+def test_roundtrip_and_permissions(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "s")
+    m = put(store, x=[1, 2, 3], y="hello")
+    assert store.get(KEY) is not None
+    assert store.load(m, "x") == [1, 2, 3] and store.load(m, "y") == "hello"
+    assert stat.S_IMODE(os.stat(tmp_path / "s").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(signing.key_path()).st_mode) == 0o600
+    assert not str(signing.key_path()).startswith(str(tmp_path / "s"))
+    assert store.get("cd" * 16) is None
+
+
+def test_large_arrays_load_by_memory_map_read_only(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "s")
+    x = np.arange(1_000_000, dtype=np.float32)
+    m = put(store, x=x)
+    y = store.load(m, "x")
+    assert np.array_equal(x, y) and y.dtype == np.float32
+    assert not y.flags.writeable
+    base = y
+    while getattr(base, "base", None) is not None:
+        base = base.base
+    import mmap
+
+    assert isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap)  # no copy
+
+
+def _corrupt_cases(tmp_path: Path, store: Store, marker: str):
+    m = put(store, v=Marker(marker))
+    info = m.outputs["v"]
+    manifest = tmp_path / "s" / _manifest_path(KEY)
+    blob = tmp_path / "s" / _blob_path(info["stream"]["digest"])
+    return manifest, blob
+
+
+@pytest.mark.parametrize("damage", ["truncate_manifest", "truncate_blob", "flip_blob", "tamper_manifest", "foreign_key", "delete_blob"])
+def test_bad_entries_are_a_miss_plus_one_warning_and_never_unpickled(tmp_path: Path, damage: str) -> None:
+    marker = str(tmp_path / "marker")
+    store = open_store(tmp_path / "s")
+    manifest, blob = _corrupt_cases(tmp_path, store, marker)
+    if damage == "truncate_manifest":
+        manifest.write_bytes(manifest.read_bytes()[:40])
+    elif damage == "truncate_blob":
+        blob.write_bytes(blob.read_bytes()[:-3])
+    elif damage == "flip_blob":
+        data = bytearray(blob.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        blob.write_bytes(bytes(data))
+    elif damage == "tamper_manifest":
+        doc = json.loads(manifest.read_text())
+        doc["manifest"]["duration"] = 99
+        manifest.write_text(json.dumps(doc))
+    elif damage == "foreign_key":
+        doc = json.loads(manifest.read_text())
+        other = signing.sign(json.dumps(doc["manifest"], sort_keys=True, separators=(",", ":")).encode(), b"x" * 64)
+        doc["sig"] = other
+        manifest.write_text(json.dumps(doc))
+    elif damage == "delete_blob":
+        blob.unlink()
+    fresh = open_store(tmp_path / "s")  # no in-memory memo
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        m = fresh.get(KEY)
+        value = fresh.load_outputs(m) if m is not None else None
+        again = fresh.get(KEY)
+        if again is not None:
+            fresh.load_outputs(again)
+    assert value is None
+    ours = [x for x in w if issubclass(x.category, NbflowWarning)]
+    assert len(ours) == 1, [str(x.message) for x in w]
+    assert "recomputed" in str(ours[0].message)
+    assert not os.path.exists(marker), "a pickle from a bad entry was loaded"
+
+
+def test_strict_mode_raises(tmp_path: Path) -> None:
+    from nbflow.store import CorruptEntry
+
+    store = open_store(tmp_path / "s")
+    put(store, x=1)
+    manifest = tmp_path / "s" / _manifest_path(KEY)
+    manifest.write_bytes(b"{}")
+    strict = Store(store.backend, strict=True)
+    with pytest.raises(CorruptEntry):
+        strict.get(KEY)
+
+
+def test_check_reports_and_fixes(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "s")
+    put(store, x=list(range(10)))
+    put(store, "cd" * 16, y="ok")
+    assert store.check().clean
+    # an orphan blob, a stale temp file, a bad entry
+    store.backend.write_atomic(_blob_path("ef" * 16), [b"orphan"])
+    (tmp_path / "s" / "blobs" / ".tmp-1-dead").write_bytes(b"partial")
+    (tmp_path / "s" / _manifest_path("cd" * 16)).write_bytes(b"garbage")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = store.check(temp_age=0)
+    assert report.bad_entries == ["cd" * 16]
+    assert "ef" * 16 in report.orphan_blobs
+    assert any(".tmp-" in p for p in report.temp_files)
+    assert not report.clean
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        store.check(fix=True, temp_age=0)
+        after = store.check(temp_age=0)
+    assert after.clean and after.entries == 1
+    assert store.load(store.get(KEY), "x") == list(range(10))
+
+
+def test_blobs_are_shared_and_idempotent(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "s")
+    big = np.ones(200_000)
+    put(store, KEY, a=big)
+    put(store, "cd" * 16, b=big)
+    blobs = [p for p in (tmp_path / "s" / "blobs").rglob("*") if p.is_file()]
+    assert len(blobs) == 2  # the identical pickle stream once, the shared buffer once
+    assert store.check().clean
+
+
+def test_gc_evicts_least_recently_used(tmp_path: Path) -> None:
+    import time
+
+    store = open_store(tmp_path / "s")
+    put(store, "aa" * 16, x=np.ones(100_000))
+    time.sleep(0.02)
+    put(store, "bb" * 16, x=np.zeros(100_000))
+    time.sleep(0.02)
+    store.touch("aa" * 16)
+    evicted = store.gc(max_size=900_000)
+    assert evicted == ["bb" * 16]
+    assert store.get("aa" * 16) is not None and store.get("bb" * 16) is None
+    assert store.check().clean
+
+
+def test_records_are_signed(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "s")
+    store.put_record("runs-f", "r1", {"status": "ok"})
+    assert store.get_record("runs-f", "r1") == {"status": "ok"}
+    assert store.records("runs-f") == ["r1"]
+    path = tmp_path / "s" / "records" / "runs-f" / "r1.json"
+    doc = json.loads(path.read_text())
+    doc["record"]["status"] = "forged"
+    path.write_text(json.dumps(doc))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert store.get_record("runs-f", "r1") is None
+    with pytest.raises(ValueError):
+        store.put_record("../x", "r", {})
