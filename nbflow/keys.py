@@ -18,6 +18,7 @@ import inspect
 import sys
 import textwrap
 import types
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -72,7 +73,9 @@ def normalize_source(source: str, outputs: tuple[str, ...] = ()) -> str:
     return normalize_body(ast.parse(source).body, outputs)
 
 
-_code_cache: dict[types.CodeType, tuple[str, tuple[str, ...]]] = {}
+# by identity, not equality: equal code objects can come from different source text (constant
+# folding), and the key must depend on the text so that it is the same in every process
+_code_cache: dict[int, tuple[weakref.ref[types.CodeType], str, tuple[str, ...]]] = {}
 
 
 def _function_def(func: Callable[..., Any]) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
@@ -102,9 +105,9 @@ def function_code(func: Callable[..., Any], outputs: tuple[str, ...] = ()) -> st
     """Normalized code of a function's body (decorators, name, docstring, comments excluded)."""
     code = getattr(func, "__code__", None)
     if code is not None:
-        hit = _code_cache.get(code)
-        if hit is not None and hit[1] == outputs:
-            return hit[0]
+        hit = _code_cache.get(id(code))
+        if hit is not None and hit[0]() is code and hit[2] == outputs:
+            return hit[1]
     node = _function_def(func)
     if node is not None:
         # the signature is not part of the text: input names and default values enter the key
@@ -115,7 +118,7 @@ def function_code(func: Callable[..., Any], outputs: tuple[str, ...] = ()) -> st
     else:
         text = "object:" + getattr(func, "__qualname__", repr(type(func)))
     if code is not None:
-        _code_cache[code] = (text, outputs)
+        _code_cache[id(code)] = (weakref.ref(code), text, outputs)
     return text
 
 
