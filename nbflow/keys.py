@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import dis
 import importlib.metadata
 import inspect
 import sys
@@ -123,12 +124,27 @@ def function_code(func: Callable[..., Any], outputs: tuple[str, ...] = ()) -> st
 
 
 # -- external values ------------------------------------------------------------------------------
-def _global_names(code: types.CodeType) -> set[str]:
-    names = set(code.co_names)
+_GLOBAL_OPS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "STORE_GLOBAL", "DELETE_GLOBAL"})
+_globals_cache: dict[types.CodeType, frozenset[str]] = {}
+
+
+def _global_names(code: types.CodeType) -> frozenset[str]:
+    """Names a code object really reads or writes as globals (recursively into nested code).
+
+    Not ``co_names``: it also holds attribute names and imported module names, so ``df.plot()``
+    would fingerprint an unrelated global ``plot`` and keys would depend on whatever the
+    surrounding namespace (a notebook's, a script's) happens to hold.
+    """
+    hit = _globals_cache.get(code)
+    if hit is not None:
+        return hit
+    names = {i.argval for i in dis.get_instructions(code) if i.opname in _GLOBAL_OPS}
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             names |= _global_names(const)
-    return names
+    result = frozenset(names)
+    _globals_cache[code] = result
+    return result
 
 
 def module_version(module: types.ModuleType) -> str:
