@@ -170,7 +170,7 @@ class Run:
             return None, {}
         ext = self.external_digests(step)
         merged = {**{f"~{k}": v for k, v in ext.items() if k not in inputs}, **inputs}
-        return keys.step_key(step.name, step.code, step.outputs, {}, merged, step.version), merged
+        return keys.step_key(step.name, step.code, step.outputs, {}, key_map(merged), step.version), merged
 
     # -- values -----------------------------------------------------------------------------------
     def available(self) -> list[str]:
@@ -360,7 +360,7 @@ class Run:
             except Exception:
                 item_digest = VOLATILE + uuid.uuid4().hex
             item_key = keys.step_key(
-                step.name, step.code, step.outputs, {"#item": item_digest}, base, step.version
+                step.name, step.code, step.outputs, {"#item": item_digest}, key_map(base), step.version
             )
             manifest = None if item_digest.startswith(VOLATILE) or not step.cache else self.store.get(item_key)
             loaded = self.store.load_outputs(manifest) if manifest is not None else None
@@ -381,6 +381,13 @@ class Run:
                     pass  # the whole step's commit reports what could not be stored
             results.append(values)
         return {o: [r[o] for r in results] for o in step.outputs}, {}
+
+
+def key_map(merged: Mapping[str, str]) -> dict[str, str]:
+    """The name -> digest map a key covers: the ``~`` that marks an external value in records is
+    dropped, so a notebook global ``alpha`` and a flow parameter ``alpha`` with the same content
+    give the same key (an exported script shares the notebook's cache)."""
+    return {(k[1:] if k.startswith("~") else k): v for k, v in merged.items()}
 
 
 class _Stale(Exception):
