@@ -21,6 +21,7 @@ from .errors import NbflowError, NbflowWarning
 from .events import Event, EventBus
 from .executor import Run, RunResult, StepOutput, StepState, execute
 from .graph import Graph, Step
+from .script import ScriptMixin
 from .store import Manifest, Store, open_store
 from .store.codec import value_digest
 
@@ -56,7 +57,7 @@ def check_name(name: str, what: str = "step") -> str:
     return name
 
 
-class Flow:
+class Flow(ScriptMixin):
     """A named graph of steps with a store. See the README for the tour."""
 
     def __init__(self, name: str = "flow", store: Any = None) -> None:
