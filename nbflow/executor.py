@@ -206,12 +206,14 @@ class Run:
 
     # -- events -----------------------------------------------------------------------------------
     def emit(self, step: str, status: str, **kw: Any) -> None:
-        st = self.states.setdefault(step, StepState())
+        st = self.states.get(step)
+        if st is None:
+            st = self.states[step] = StepState()
         st.status = status
-        for k in ("key", "duration", "saved", "sizes", "error"):
-            if k in kw and kw[k] is not None:
-                setattr(st, k, kw[k])
-        if status in ("running", "queued"):
+        for k, v in kw.items():
+            if v is not None and k != "item":
+                setattr(st, k, v)
+        if status == "running" or status == "queued":
             st.error = None
         if self.events._subscribers:
             self.events.emit(Event(self.flow_name, step, status, **kw))  # type: ignore[arg-type]
@@ -244,10 +246,9 @@ class Run:
             if manifest is not None and all(o in manifest.outputs for o in step.outputs):
                 self.take(step, manifest)
                 self.cached.append(step.name)
-                self.emit(
-                    step.name, "cached", key=key, duration=manifest.duration,
-                    saved=manifest.duration, sizes=_sizes(manifest),
-                )
+                duration = manifest.duration
+                self.emit(step.name, "cached", key=key, duration=duration, saved=duration,
+                          sizes=_sizes(manifest) if self.events._subscribers else None)
                 return True
         return self.compute(step, key, merged, volatile)
 

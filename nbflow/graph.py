@@ -55,23 +55,30 @@ class Graph:
         self.steps: dict[str, Step] = {}
         self.inputs: dict[str, Any] = {}  # flow-level inputs (parameters): name -> spec
         self._producers: dict[str, str] | None = None
+        self._orders: dict[tuple[str, ...] | None, list[str]] = {}  # memo, cleared on mutation
+        self._checked: set[tuple[str, ...] | None] = set()
+
+    def _changed(self) -> None:
+        self._producers = None
+        self._orders.clear()
+        self._checked.clear()
 
     # -- mutation -----------------------------------------------------------------------------
     def add(self, step: Step) -> Step | None:
         """Add or replace ``step``; returns the step it replaced, if any."""
         old = self.steps.get(step.name)
         self.steps[step.name] = step
-        self._producers = None
+        self._changed()
         return old
 
     def remove(self, name: str) -> None:
         self.get(name)
         del self.steps[name]
-        self._producers = None
+        self._changed()
 
     def add_input(self, name: str, spec: Any = None) -> None:
         self.inputs[name] = spec
-        self._producers = None
+        self._changed()
 
     # -- queries ------------------------------------------------------------------------------
     def get(self, name: str) -> Step:
@@ -149,11 +156,15 @@ class Graph:
 
     def check(self, targets: Iterable[str] | None = None) -> None:
         """Raise a clear error for duplicates, missing inputs and cycles (among ``targets``' needs)."""
+        memo = None if targets is None else tuple(targets)
+        if memo in self._checked:
+            return
         order = self.topological_order(targets)
         wanted = set(order)
         for step, name in self.missing_inputs():
             if step in wanted:
                 raise MissingInputError(step, name)
+        self._checked.add(memo)
 
     def topological_order(self, targets: Iterable[str] | None = None) -> list[str]:
         """Steps needed for ``targets`` (default: all), parents before children.
@@ -161,6 +172,10 @@ class Graph:
         Ties keep registration order, so the order is stable and matches the notebook's.
         Raises :class:`CycleError` with the whole cycle path.
         """
+        memo = None if targets is None else tuple(targets)
+        cached = self._orders.get(memo)
+        if cached is not None:
+            return list(cached)
         roots = list(self.steps) if targets is None else list(targets)
         for r in roots:
             self.get(r)
@@ -193,4 +208,5 @@ class Graph:
                 state[nxt] = 1
                 path.append(nxt)
                 iters.append(iter(self.parents(nxt)))
-        return order
+        self._orders[memo] = order
+        return list(order)

@@ -18,11 +18,19 @@ def digest_bytes(data: bytes | bytearray | memoryview) -> str:
 
 
 def digest_parts(parts: Iterable[bytes | bytearray | memoryview | str]) -> str:
-    """Digest of a sequence, length-prefixed so that ("ab", "c") and ("a", "bc") differ."""
+    """Digest of a sequence, unambiguous: ("ab", "c") and ("a", "bc") differ.
+
+    Strings and bytes are hashed through their ``repr`` in one call (the hot path of every cache
+    key); other buffers are length-prefixed.
+    """
+    items = list(parts)
+    if all(isinstance(p, str | bytes) for p in items):
+        return xxhash.xxh3_128_hexdigest(repr(items).encode("utf-8", "surrogatepass"))
     h = xxhash.xxh3_128()
-    for part in parts:
+    for part in items:
         if isinstance(part, str):
-            part = part.encode()
-        h.update(len(part).to_bytes(8, "little"))
-        h.update(part)
+            part = part.encode("utf-8", "surrogatepass")
+        data = memoryview(part)
+        h.update(data.nbytes.to_bytes(8, "little"))
+        h.update(data)
     return h.hexdigest()

@@ -23,6 +23,8 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import xxhash
+
 from .hashing import digest_parts
 
 FORMAT_VERSION = "nbflow-key-1"
@@ -219,7 +221,7 @@ class Fingerprinter:
         """Fingerprints of the globals and closure cells ``func`` reads, sorted by name."""
         parts: list[str] = []
         g = func.__globals__
-        for name in sorted(_global_names(func.__code__)):
+        for name in _global_names(func.__code__):
             if name in g:
                 fp = self.external(name, g[name], seen)
                 if fp is not None:
@@ -275,8 +277,6 @@ def step_key(
     the same key (this is what lets an exported script share the notebook's cache).
     """
     merged = {**params, **input_digests}
-    parts: list[str] = [FORMAT_VERSION, name, code, ",".join(outputs), version or ""]
-    for k in sorted(merged):
-        parts.append(k)
-        parts.append(merged[k])
-    return digest_parts(parts)
+    # one repr of a tuple of strings is unambiguous, and hashing it once is the fast path
+    text = repr((FORMAT_VERSION, name, code, outputs, version or "", sorted(merged.items())))
+    return xxhash.xxh3_128_hexdigest(text.encode("utf-8", "surrogatepass"))

@@ -139,7 +139,7 @@ _CLIENT_FIELDS: dict[str, frozenset[str]] = {
 _MAX_STRING = 4096
 
 
-def _reject(reason: str, msg: Any) -> None:
+def _reject(reason: str, msg: Any) -> dict[str, Any] | None:
     shown = repr(msg)
     if len(shown) > 200:
         shown = shown[:200] + "..."

@@ -46,6 +46,7 @@ class LocalBackend:
 
     def __init__(self, root: str | os.PathLike[str], fsync: bool = False) -> None:
         self.root = os.path.abspath(os.fspath(root))
+        self._prefix = self.root + os.sep
         self.fsync = fsync
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         with contextlib.suppress(OSError):
@@ -54,7 +55,7 @@ class LocalBackend:
         self._lock = threading.Lock()
 
     def _abs(self, path: str) -> str:
-        return os.path.join(self.root, path)
+        return self._prefix + path
 
     def read(self, path: str) -> bytes:
         with open(self._abs(path), "rb") as f:

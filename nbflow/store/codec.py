@@ -66,6 +66,21 @@ def decode(stream: bytes | memoryview, buffers: list[memoryview] | None = None) 
     return pickle.loads(stream, buffers=buffers or [])
 
 
+_SCALARS = (int, float, str, bytes, bool, type(None))
+_scalar_digests: dict[tuple[type, Any], str] = {}
+
+
 def value_digest(value: Any) -> str:
-    """The content digest of ``value`` (as :func:`encode` would compute it)."""
+    """The content digest of ``value`` (as :func:`encode` would compute it).
+
+    Small immutable scalars are memoized: parameters are digested on every run's key.
+    """
+    t = type(value)
+    if t in _SCALARS and (t not in (str, bytes) or len(value) <= 256):
+        memo = _scalar_digests.get((t, value))
+        if memo is None:
+            memo = encode(value).digest
+            if len(_scalar_digests) < 4096:
+                _scalar_digests[(t, value)] = memo
+        return memo
     return encode(value).digest

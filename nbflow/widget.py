@@ -1,0 +1,602 @@
+"""The live DAG widget (``%flow show`` / ``nbflow.show()``) and the view model it shares.
+
+:class:`DagWidget` draws the graph it is given: the DOT layout source comes from the flow's
+graph (built with the ``graphviz`` package; laid out in the browser by a WebAssembly Graphviz),
+statuses come from the flow's event bus, and commands from the browser go back through
+:func:`nbflow.protocol.validate_client_message` before they touch the flow.
+
+Invariants: the DOT never contains a status, so a status change never re-lays-out the graph;
+every name is escaped before it enters DOT; the browser renders all strings as text.
+
+This is the only module that imports ipywidgets. It reads the graph, statuses and previews
+through the flow's public API and never reaches into the store or the executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import graphviz
+import ipywidgets
+import traitlets
+
+from .protocol import (
+    PROTOCOL_VERSION,
+    STATUSES,
+    Details,
+    GraphInfo,
+    ResultMessage,
+    StatusInfo,
+    StepInfo,
+    result_message,
+    status_message,
+    validate_client_message,
+)
+
+log = logging.getLogger("nbflow.widget")
+
+WIDGET_MODULE = "nbflow"
+WIDGET_MODULE_VERSION = "0.1.0"
+
+STATUS_ICONS: dict[str, str] = {
+    "stale": "○",
+    "queued": "⋯",
+    "running": "◐",
+    "cached": "◆",
+    "done": "✓",
+    "failed": "✗",
+}
+# fill colours of the server-side (system ``dot``) fallback; the browser styles nodes by CSS
+STATUS_FILLS: dict[str, str] = {
+    "stale": "#fff1c2",
+    "queued": "#e4e6eb",
+    "running": "#cfe2ff",
+    "cached": "#d3f0ee",
+    "done": "#d1ecd9",
+    "failed": "#f8d3d6",
+}
+# the widest status line; sizes every node so that any status fits without a re-layout
+STATUS_PLACEHOLDER = "◐ running"
+LARGE_GRAPH = 150  # above this many steps, trade a little layout quality for speed
+SVG_FALLBACK_LIMIT = 300  # above this many steps the fallback is the text table only
+MAX_ERROR_CHARS = 20_000
+MAX_SOURCE_CHARS = 50_000
+BUSY = frozenset({"queued", "running"})
+
+
+# -- view model ---------------------------------------------------------------------------------
+def status_info(row: Any) -> StatusInfo:
+    """A :class:`StatusInfo` from anything with the fields of ``flow.status()`` rows or events."""
+    status: Any = getattr(row, "status", "stale")
+    info: StatusInfo = {"status": status if status in STATUSES else "stale"}
+    for name in ("time", "duration", "saved"):
+        value = getattr(row, name, None)
+        if isinstance(value, int | float):
+            info[name] = float(value)
+    sizes = getattr(row, "sizes", None)
+    if isinstance(sizes, Mapping):
+        info["sizes"] = {str(k): int(v) for k, v in sizes.items()}
+    error = getattr(row, "error", None)
+    if error:
+        info["error"] = _clip(str(error), MAX_ERROR_CHARS)
+    return info
+
+
+def merge_status(previous: StatusInfo | None, event: Any) -> StatusInfo:
+    """Fold one event into the last known info: figures the event lacks are kept."""
+    info: StatusInfo = StatusInfo(**(previous or {}))
+    new = status_info(event)
+    info["status"] = new["status"]
+    info["time"] = new.get("time", time.time())
+    for name in ("duration", "sizes"):
+        if name in new:
+            info[name] = new[name]
+    if new["status"] == "cached":
+        info["saved"] = new.get("saved", info.get("duration"))
+    else:
+        info.pop("saved", None)
+    if new["status"] == "failed":
+        info["error"] = new.get("error") or "failed"
+    else:
+        info.pop("error", None)
+    return info
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def step_info(step: Any, *, with_source: bool = True) -> StepInfo:
+    meta = getattr(step, "meta", None) or {}
+    cell_id = meta.get("cell_id")
+    cell_source = meta.get("cell_source") if with_source else None
+    return {
+        "name": step.name,
+        "inputs": [str(n) for n in step.inputs],
+        "outputs": [str(n) for n in step.outputs],
+        "kind": str(getattr(step, "kind", "function")),
+        "doc": _clip(step.doc, 2000) if getattr(step, "doc", None) else None,
+        "cell_id": cell_id if isinstance(cell_id, str) and cell_id else None,
+        "cell_source": _clip(cell_source, MAX_SOURCE_CHARS) if isinstance(cell_source, str) else None,
+    }
+
+
+def graph_signature(graph: Any) -> tuple[Any, ...]:
+    """Everything the drawing depends on; equal signatures need no new layout."""
+    return tuple(
+        (s.name, tuple(s.inputs), tuple(s.outputs), (s.meta or {}).get("cell_id"))
+        for s in graph.steps.values()
+    )
+
+
+def _label(text: str) -> str:
+    """A DOT label that shows ``text`` literally (no escapes, never an HTML label)."""
+    return graphviz.escape(text)
+
+
+def _edge_label(names: Iterable[str]) -> str:
+    names = list(names)
+    shown = names if len(names) <= 5 else [*names[:4], f"+{len(names) - 4} more"]
+    return graphviz.nohtml("\\n".join(graphviz.escape(n) for n in shown))
+
+
+def build_digraph(
+    graph: Any, statuses: Mapping[str, StatusInfo] | None = None
+) -> tuple[graphviz.Digraph, list[str]]:
+    """The graph as DOT. Node ``n{i}`` is step ``nodes[i]``; edges carry the variable names.
+
+    Without ``statuses`` every node carries the same status placeholder (the browser fills in the
+    live status); with them the labels and fills show the statuses (the server-side fallback).
+    """
+    nodes = list(graph.steps)
+    index = {name: i for i, name in enumerate(nodes)}
+    attrs = {"rankdir": "TB", "nodesep": "0.3", "ranksep": "0.35", "bgcolor": "transparent"}
+    if len(nodes) > LARGE_GRAPH:
+        attrs.update(mclimit="0.3", nslimit="2", nslimit1="2", searchsize="20")
+    g = graphviz.Digraph(
+        name="nbflow",
+        graph_attr=attrs,
+        node_attr={
+            "shape": "box",
+            "style": "rounded,filled",
+            "fillcolor": "#ffffff",
+            "color": "#5f6b7a",
+            "fontname": "Helvetica",
+            "fontsize": "11",
+            "margin": "0.14,0.05",
+            "height": "0.3",
+        },
+        edge_attr={
+            "fontname": "Helvetica",
+            "fontsize": "9",
+            "color": "#7d8896",
+            "fontcolor": "#4a5360",
+            "arrowsize": "0.6",
+        },
+    )
+    for name, i in index.items():
+        if statuses is None:
+            status_line = STATUS_PLACEHOLDER
+            extra: dict[str, str] = {}
+        else:
+            status = statuses.get(name, {}).get("status", "stale")
+            status_line = f"{STATUS_ICONS[status]} {status}"
+            extra = {"fillcolor": STATUS_FILLS[status]}
+            if status == "stale":
+                extra["style"] = "rounded,filled,dashed"
+            elif status == "failed":
+                extra["penwidth"] = "2"
+        label = graphviz.nohtml(_label(name) + "\\n" + status_line)
+        g.node(f"n{i}", label=label, **extra)
+    for producer, consumer, names in graph.edges():
+        if producer in index and consumer in index:
+            g.edge(f"n{index[producer]}", f"n{index[consumer]}", label=_edge_label(names))
+    return g, nodes
+
+
+def graph_info(graph: Any, *, with_source: bool = True) -> GraphInfo:
+    g, nodes = build_digraph(graph)
+    return {
+        "dot": g.source,
+        "nodes": nodes,
+        "steps": {n: step_info(graph.steps[n], with_source=with_source) for n in nodes},
+    }
+
+
+def step_details(flow: Any, name: str, status: StatusInfo | None = None) -> Details:
+    """What the details pane shows: code, inputs/outputs with previews, the traceback."""
+    step = flow.graph.steps[name]
+    meta = getattr(step, "meta", None) or {}
+    code = meta.get("cell_source") or getattr(step, "source", "") or ""
+    previews: dict[str, str] = {}
+    preview = getattr(flow, "preview", None)
+    if callable(preview):
+        try:
+            previews = {str(k): _clip(str(v), 500) for k, v in preview(name).items()}
+        except Exception as e:  # a preview must never break the pane
+            log.debug("no preview for step %r: %s", name, e)
+    for upstream in flow.graph.parents(name) if hasattr(flow.graph, "parents") else ():
+        if callable(preview):
+            try:
+                for k, v in preview(upstream).items():
+                    if k in step.inputs:
+                        previews.setdefault(str(k), _clip(str(v), 500))
+            except Exception as e:
+                log.debug("no preview for step %r: %s", upstream, e)
+    info: StatusInfo = StatusInfo(**(status or {"status": "stale"}))
+    details: Details = {
+        "step": name,
+        "code": _clip(str(code), MAX_SOURCE_CHARS),
+        "doc": step.doc if getattr(step, "doc", None) else None,
+        "inputs": [str(n) for n in step.inputs],
+        "outputs": [str(n) for n in step.outputs],
+        "previews": previews,
+        "status": info,
+        "error": info.get("error"),
+    }
+    return details
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 1:
+        return f"{value * 1000:.0f} ms"
+    if value < 120:
+        return f"{value:.1f} s"
+    return f"{value / 60:.1f} min"
+
+
+def _bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def status_table(flow_name: str, graph: Any, statuses: Mapping[str, StatusInfo]) -> str:
+    """A readable text table of steps and statuses (the fallback without a front end)."""
+    rows = [("step", "status", "last run", "saved", "outputs")]
+    for name, step in graph.steps.items():
+        info = statuses.get(name, {})
+        status = info.get("status", "stale")
+        sizes = info.get("sizes") or {}
+        outputs = ", ".join(
+            f"{o} ({_bytes(sizes[o])})" if o in sizes else o for o in step.outputs
+        )
+        saved = _seconds(info.get("saved")) if status == "cached" else "-"
+        rows.append((name, f"{STATUS_ICONS[status]} {status}", _seconds(info.get("duration")), saved, outputs))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [f"flow {flow_name!r}: {len(graph.steps)} step{'s' if len(graph.steps) != 1 else ''}"]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def render_svg(graph: Any, statuses: Mapping[str, StatusInfo]) -> str | None:
+    """SVG through the system ``dot`` when it is installed (else None)."""
+    if not graph.steps or len(graph.steps) > SVG_FALLBACK_LIMIT or shutil.which("dot") is None:
+        return None
+    g, _ = build_digraph(graph, statuses)
+    try:
+        return g.pipe(format="svg", encoding="utf-8")
+    except Exception as e:  # the fallback of a fallback: the text table still shows
+        log.debug("system dot failed: %s", e)
+        return None
+
+
+# -- commands -----------------------------------------------------------------------------------
+def run_command(flow: Any, msg: Mapping[str, Any]) -> ResultMessage:
+    """Carry out a validated ``run``/``rerun``/``invalidate``/``run_stale`` message."""
+    kind = msg["type"]
+    step = msg.get("step")
+    try:
+        if kind == "run":
+            result = flow.run(step)
+        elif kind == "rerun":
+            result = flow.rerun(step)
+        elif kind == "invalidate":
+            flow.invalidate(step)
+            return result_message(kind, step, True, f"invalidated {step}")
+        elif kind == "run_stale":
+            result = flow.run()
+        else:
+            return result_message(kind, step, False, f"unsupported command {kind!r}")
+    except Exception as e:
+        log.info("nbflow %s %s failed: %s", kind, step or "", e)
+        return result_message(kind, step, False, _clip(f"{type(e).__name__}: {e}", 2000))
+    executed = list(getattr(result, "executed", []))
+    cached = list(getattr(result, "cached", []))
+    return result_message(
+        kind, step, True, f"ran {len(executed)} step(s), {len(cached)} from cache"
+    )
+
+
+class MainThread:
+    """Runs callables on the kernel's main thread.
+
+    Front-end messages may be handled on a kernel subshell thread while a cell runs; a flow must
+    only ever run where cells run, one thing at a time, so commands are handed to the loop of
+    the thread that created this object (the main thread) and wait for the running cell.
+    """
+
+    def __init__(self) -> None:
+        self.thread = threading.current_thread()
+        try:
+            self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self.loop = None
+
+    def call(self, fn: Callable[[], None]) -> None:
+        loop = self.loop
+        if threading.current_thread() is self.thread or loop is None or loop.is_closed():
+            fn()
+        else:
+            loop.call_soon_threadsafe(fn)
+
+
+class FlowMirror:
+    """A JSON-ready mirror of one flow's graph and statuses, kept current by its event bus.
+
+    ``on_status(updates)`` gets the changed steps after each event; ``on_graph(info)`` gets the
+    new graph when steps were added, removed or rewired. Safe to feed from worker threads.
+    """
+
+    def __init__(
+        self,
+        flow: Any,
+        on_status: Callable[[dict[str, StatusInfo]], None],
+        on_graph: Callable[[GraphInfo], None],
+        *,
+        with_source: bool = True,
+    ) -> None:
+        self.flow = flow
+        self._on_status = on_status
+        self._on_graph = on_graph
+        self._with_source = with_source
+        self._lock = threading.RLock()
+        self.statuses: dict[str, StatusInfo] = {}
+        self.busy: set[str] = set()
+        self._signature: tuple[Any, ...] = ()
+        self.graph: GraphInfo = {"dot": "", "nodes": [], "steps": {}}
+        self.refresh_graph(notify=False)
+        self.refresh_statuses(notify=False)
+        self._unsubscribe: Callable[[], None] | None = flow.events.subscribe(self._on_event)
+
+    def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def refresh_graph(self, notify: bool = True) -> bool:
+        """Re-read the graph; returns (and reports) whether its drawing changed."""
+        with self._lock:
+            signature = graph_signature(self.flow.graph)
+            if signature == self._signature:
+                return False
+            self._signature = signature
+            self.graph = graph_info(self.flow.graph, with_source=self._with_source)
+            known = set(self.graph["nodes"])
+            for gone in set(self.statuses) - known:
+                del self.statuses[gone]
+                self.busy.discard(gone)
+            for name in known - set(self.statuses):
+                self.statuses[name] = {"status": "stale"}
+            graph = self.graph
+        if notify:
+            self._on_graph(graph)
+        return True
+
+    def refresh_statuses(self, notify: bool = True) -> dict[str, StatusInfo]:
+        """Re-read every status from ``flow.status()``; reports and returns what changed."""
+        try:
+            rows = self.flow.status()
+        except Exception as e:  # e.g. a graph with a cycle while the user is editing
+            log.debug("flow.status() failed: %s", e)
+            return {}
+        changed: dict[str, StatusInfo] = {}
+        with self._lock:
+            for name, row in rows.items():
+                if name not in self.statuses:
+                    continue
+                info = status_info(row)
+                old = self.statuses.get(name, {})
+                if "time" in old:
+                    info.setdefault("time", old["time"])
+                if info != old:
+                    self.statuses[name] = info
+                    changed[name] = info
+                self._track_busy(name, info["status"])
+        if changed and notify:
+            self._on_status(changed)
+        return changed
+
+    def _track_busy(self, name: str, status: str) -> None:
+        if status in BUSY:
+            self.busy.add(name)
+        else:
+            self.busy.discard(name)
+
+    def _on_event(self, event: Any) -> None:
+        if getattr(event, "item", None) is not None:
+            return  # per-item progress of a foreach step: the step's own events follow
+        with self._lock:
+            if event.step not in self.statuses or event.status == "stale":
+                self.refresh_graph()
+            if event.step not in self.statuses:
+                return
+            info = merge_status(self.statuses.get(event.step), event)
+            self.statuses[event.step] = info
+            self._track_busy(event.step, info["status"])
+        self._on_status({event.step: info})
+
+
+# -- the widget ---------------------------------------------------------------------------------
+class DagWidget(ipywidgets.DOMWidget):
+    """The live DAG of one flow: statuses update while steps run; click a node to inspect it."""
+
+    _model_name = traitlets.Unicode("DagModel").tag(sync=True)
+    _model_module = traitlets.Unicode(WIDGET_MODULE).tag(sync=True)
+    _model_module_version = traitlets.Unicode(f"^{WIDGET_MODULE_VERSION}").tag(sync=True)
+    _view_name = traitlets.Unicode("DagView").tag(sync=True)
+    _view_module = traitlets.Unicode(WIDGET_MODULE).tag(sync=True)
+    _view_module_version = traitlets.Unicode(f"^{WIDGET_MODULE_VERSION}").tag(sync=True)
+
+    protocol_version = traitlets.Int(PROTOCOL_VERSION).tag(sync=True)
+    flow_name = traitlets.Unicode("").tag(sync=True)
+    dot = traitlets.Unicode("").tag(sync=True)
+    nodes = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    steps = traitlets.Dict().tag(sync=True)
+    statuses = traitlets.Dict().tag(sync=True)
+    selected = traitlets.Unicode("").tag(sync=True)
+    details = traitlets.Dict().tag(sync=True)
+    message = traitlets.Unicode("").tag(sync=True)
+    height = traitlets.Unicode("").tag(sync=True)  # CSS height of the graph area; "" = automatic
+
+    FULL_SYNC_INTERVAL = 1.0  # seconds between full ``statuses`` syncs while steps are busy
+
+    def __init__(self, flow: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.flow = flow
+        self._main = MainThread()
+        self._last_full_sync = 0.0
+        self._sync_lock = threading.Lock()
+        self._mirror = FlowMirror(flow, self._push_status, self._push_graph, with_source=False)
+        with self.hold_sync():
+            self.flow_name = str(flow.name)
+            self._push_graph(self._mirror.graph)
+            self.statuses = dict(self._mirror.statuses)
+        self.on_msg(self._handle_message)
+
+    # kernel -> browser
+    def _push_graph(self, graph: GraphInfo) -> None:
+        with self.hold_sync():
+            self.dot = graph["dot"]
+            self.nodes = list(graph["nodes"])
+            self.steps = dict(graph["steps"])
+            self.statuses = dict(self._mirror.statuses)
+            if self.selected and self.selected not in graph["steps"]:
+                self.selected = ""
+                self.details = {}
+
+    def _push_status(self, updates: dict[str, StatusInfo]) -> None:
+        # the delta goes at once; the full dict (what a new view or saved state sees) is synced
+        # when the flow is quiet, or at most once a second during long runs
+        self.send(status_message(updates))
+        now = time.monotonic()
+        with self._sync_lock:
+            if not self._mirror.busy or now - self._last_full_sync > self.FULL_SYNC_INTERVAL:
+                self._last_full_sync = now
+                self.statuses = dict(self._mirror.statuses)
+        if self.selected in updates and updates[self.selected]["status"] not in BUSY:
+            self._send_details(self.selected)
+
+    def _send_details(self, step: str) -> None:
+        if step not in self.flow.graph.steps:
+            return
+        details = step_details(self.flow, step, self._mirror.statuses.get(step))
+        with self.hold_sync():
+            self.selected = step
+            self.details = dict(details)
+
+    # browser -> kernel
+    def _handle_message(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        msg = validate_client_message(content, self.flow.graph.steps)
+        if msg is None:
+            return
+        kind = msg["type"]
+        if kind == "sync":
+            self._mirror.refresh_graph()
+            self._mirror.refresh_statuses(notify=False)
+            with self.hold_sync():
+                self._push_graph(self._mirror.graph)
+        elif kind == "details":
+            self._send_details(msg["step"])
+        elif kind in ("run", "rerun", "invalidate", "run_stale"):
+            self._main.call(lambda: self._command(msg))
+        else:
+            log.warning("nbflow: the widget does not handle %r messages", kind)
+
+    def _command(self, msg: Mapping[str, Any]) -> None:
+        self.message = ""
+        result = run_command(self.flow, msg)
+        self._mirror.refresh_graph()
+        self._mirror.refresh_statuses()
+        self.message = ("" if result["ok"] else "failed: ") + result["message"]
+        self.send(result)
+        if self.selected:
+            self._send_details(self.selected)
+
+    def select(self, step: str) -> None:
+        """Show the details of ``step`` (as a click on its node does)."""
+        self.flow.graph.get(step)  # raises, naming the known steps
+        self._send_details(step)
+
+    def refresh(self) -> None:
+        """Re-read graph and statuses from the flow (events keep them current on their own)."""
+        self._mirror.refresh_graph()
+        self._mirror.refresh_statuses()
+        self.statuses = dict(self._mirror.statuses)
+
+    def close(self) -> None:
+        self._mirror.close()
+        super().close()
+
+    # no front end: an SVG via the system dot, else a text table
+    def text(self) -> str:
+        return status_table(self.flow_name, self.flow.graph, self._mirror.statuses)
+
+    def __repr__(self) -> str:
+        return self.text()
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        data: dict[str, Any] = super()._repr_mimebundle_(**kwargs) or {}
+        data["text/plain"] = self.text()
+        svg = render_svg(self.flow.graph, self._mirror.statuses)
+        if svg is not None:
+            data["image/svg+xml"] = svg
+        return data
+
+
+_shown: dict[int, DagWidget] = {}
+_shown_lock = threading.Lock()
+
+
+def show(flow: Any, *, height: str = "") -> DagWidget:
+    """The live DAG widget of ``flow`` (one per flow: showing it again adds another view).
+
+    Jupyter displays it when it is a cell's last expression, or pass it to ``display()``.
+    """
+    with _shown_lock:
+        widget = _shown.get(id(flow))
+        if widget is None or widget.flow is not flow or widget.comm is None:
+            widget = DagWidget(flow, height=height)
+            _shown[id(flow)] = widget
+        elif height:
+            widget.height = height
+    with contextlib.suppress(Exception):
+        widget.refresh()
+    return widget
+
+
+__all__ = [
+    "DagWidget",
+    "FlowMirror",
+    "MainThread",
+    "build_digraph",
+    "graph_info",
+    "render_svg",
+    "run_command",
+    "show",
+    "status_table",
+    "step_details",
+]
