@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import CycleError, DuplicateOutputError, MissingInputError, UnknownStepError
 
-Action = Callable[[dict[str, Any]], dict[str, Any]]
+Action = Callable[[dict[str, Any]], Any]  # returns dict[str, Any] or executor.StepOutput
 
 
 @dataclass(frozen=True)
