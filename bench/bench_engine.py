@@ -102,7 +102,7 @@ def bench_fingerprint(gb: float) -> None:
     line("nbflow content digest (encode + xxh3)", f"{size / ours:.2f} GB/s", "", "target ≥ 8 GB/s")
     line("raw xxh3_128 on the buffer (baseline)", f"{size / raw_xxh:.2f} GB/s", f"nbflow at {raw_xxh / ours:.2f}x of raw")
     line("raw blake3, all threads (baseline)", f"{size / raw_b3:.2f} GB/s", f"nbflow {raw_b3 / ours:.2f}x of blake3")
-    del a
+
 
 
 def bench_store_load(tmp: Path, gb: float) -> None:

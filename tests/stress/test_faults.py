@@ -7,7 +7,6 @@ import os
 import random
 import subprocess
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Iterable
@@ -22,7 +21,7 @@ from nbflow.store import Store, open_store
 from nbflow.store.backend import LocalBackend
 
 sys.path.insert(0, str(Path(__file__).parent))
-from writer import check_value, key_of, value_of  # noqa: E402
+from writer import check_value, key_of  # noqa: E402
 
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).parent
