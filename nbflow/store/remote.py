@@ -248,6 +248,7 @@ class FsspecBackend:
         self.object_store = bool(OBJECT_PROTOCOLS & set(protocols))
         #: False when other processes cannot see this filesystem (fsspec's in-memory one)
         self.shared = "memory" not in protocols
+        self.single_put_max = SINGLE_PUT_MAX if self.shared else 1 << 62
         self.manifest_ttl = float(
             manifest_ttl if manifest_ttl is not None
             else os.environ.get("NBFLOW_MANIFEST_TTL", DEFAULT_MANIFEST_TTL)
@@ -402,7 +403,7 @@ class FsspecBackend:
         total = sum(len(c) if isinstance(c, bytes) else c.nbytes for c in parts)
         full = self._full(path)
         if self.object_store:
-            if total <= SINGLE_PUT_MAX:
+            if total <= self.single_put_max:
                 self.fs.pipe_file(full, b"".join(parts))
             else:
                 self._multipart(full, parts)
