@@ -25,9 +25,15 @@ class CycleError(GraphError):
 class MissingInputError(GraphError):
     """A step reads a name that no step, parameter or flow input provides."""
 
-    def __init__(self, step: str, name: str) -> None:
+    def __init__(self, step: str, name: str, unset: bool = False) -> None:
         self.step = step
         self.name = name
+        if unset:  # a declared flow input that has no value (and no default)
+            super().__init__(
+                f"step '{step}' reads flow input '{name}', which has no value; pass it "
+                f"(flow({name}=...), flow.run(params={{'{name}': ...}}), --{name}) or give it a default"
+            )
+            return
         super().__init__(
             f"step '{step}' reads '{name}', which no step defines; define it in a step, "
             f"add a flow input/parameter, or pass --in"

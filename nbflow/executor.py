@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import keys
-from .errors import NbflowWarning, StepFailed
+from .errors import MissingInputError, NbflowWarning, StepFailed
 from .events import Event, EventBus
 from .graph import Graph, Step
 from .hashing import digest_parts
@@ -239,6 +239,9 @@ class Run:
     def run_step(self, step: Step) -> bool:
         key, merged = self.key_of(step)
         if key is None:
+            unset = [n for n in step.inputs if n in self.graph.inputs and n not in self.params]
+            if unset:
+                raise MissingInputError(step.name, unset[0], unset=True)
             raise RuntimeError(f"inputs of step '{step.name}' are not ready")
         volatile = any(v.startswith(VOLATILE) for v in merged.values())
         if step.cache and not volatile and step.name not in self.force:
@@ -332,7 +335,8 @@ class Run:
         self.manifests.pop(step.name, None)
         if volatile or not step.cache:
             return None
-        record = describe_record(self.flow_name, step, key, merged, self.params)
+        record = describe_record(self.flow_name, step, key, merged, self.params,
+                                 {o: e.digest for o, e in encoded.items()})
         entry_meta = {"step": step.name, "flow": self.flow_name, "duration": duration,
                       "record": record, **meta}
         try:
@@ -418,9 +422,11 @@ def _format(e: BaseException) -> str:
 
 
 def describe_record(
-    flow: str, step: Step, key: str, merged: Mapping[str, str], params: Mapping[str, Any]
+    flow: str, step: Step, key: str, merged: Mapping[str, str], params: Mapping[str, Any],
+    output_digests: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A JSON-serializable account of exactly what produced an entry."""
+    """A JSON-serializable account of exactly what produced an entry (and, with the output
+    digests, of which content it produced, so an artifact can be traced back to its record)."""
     import platform
 
     from . import __version__
@@ -446,9 +452,25 @@ def describe_record(
                    if k in step.inputs and k not in step.ignore},
         "ignored": list(step.ignore),
         "outputs": list(step.outputs),
+        "output_digests": dict(output_digests or {}),
+        "packages": _packages(step),
         "python": platform.python_version(),
         "nbflow": __version__,
     }
+
+
+def _packages(step: Step) -> dict[str, str]:
+    """Versions of the packages a step's code reads (``meta["packages"]`` may supply them)."""
+    try:
+        hook = step.meta.get("packages")
+        if callable(hook):
+            return dict(hook())
+        funcs = list(step.meta.get("functions") or ())
+        if step.meta.get("function") is not None:
+            funcs.append(step.meta["function"])
+        return keys.packages_of(funcs)
+    except Exception:  # a record is an account, never a reason to lose a result
+        return {}
 
 
 def execute(

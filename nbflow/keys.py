@@ -261,6 +261,66 @@ def function_externals(
     return out, fp.unknown
 
 
+# -- package versions (for records) ---------------------------------------------------------------
+_package_versions: dict[str, str | None] = {}
+
+
+def package_version(module_name: str) -> str | None:
+    """Version of the installed package a module belongs to; None for the standard library
+    and for the user's own modules (whose code is fingerprinted instead)."""
+    top = module_name.partition(".")[0]
+    if top in _package_versions:
+        return _package_versions[top]
+    version: str | None = None
+    if top not in sys.stdlib_module_names and top not in ("builtins", "__main__"):
+        version = getattr(sys.modules.get(top), "__version__", None)
+        if version is None:
+            try:
+                version = importlib.metadata.version(top)
+            except (importlib.metadata.PackageNotFoundError, ValueError):
+                version = None
+    _package_versions[top] = None if version is None else str(version)
+    return _package_versions[top]
+
+
+def packages_of(funcs: Iterable[Any]) -> dict[str, str]:
+    """``{package: version}`` for the packages ``funcs`` read: modules, and classes or functions
+    imported from packages; the user's own helper functions are followed recursively."""
+    found: dict[str, str] = {}
+    seen: set[int] = set()
+
+    def visit(value: Any) -> None:
+        if isinstance(value, types.ModuleType):
+            note(value.__name__)
+        elif isinstance(value, types.FunctionType):
+            if id(value) in seen:
+                return
+            seen.add(id(value))
+            if note(value.__module__ or ""):
+                return  # a package's function: its version says it all
+            for name in _global_names(value.__code__):
+                if name in value.__globals__:
+                    visit(value.__globals__[name])
+            for cell in value.__closure__ or ():
+                try:
+                    visit(cell.cell_contents)
+                except ValueError:
+                    continue
+        elif isinstance(value, type) or callable(value):
+            note(getattr(value, "__module__", None) or "")
+
+    def note(module_name: str) -> bool:
+        version = package_version(module_name) if module_name else None
+        if version is None:
+            return False
+        found[module_name.partition(".")[0]] = version
+        return True
+
+    for f in funcs:
+        visit(f)
+    return dict(sorted(found.items()))
+
+
 # -- the key ---------------------------------------------------------------------------------------
 def step_key(
     name: str,
