@@ -10,6 +10,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+from .batch import BatchFailure, BatchStats  # noqa: E402
 from .errors import (  # noqa: E402
     CycleError,
     DuplicateOutputError,
@@ -24,19 +25,33 @@ from .events import Event, EventBus  # noqa: E402
 from .executor import RunResult, StepOutput  # noqa: E402
 from .flow import Flow, StepStatus  # noqa: E402
 from .graph import Graph, Step  # noqa: E402
+from .identity import RecordError, load_record  # noqa: E402
+from .nodes import Input, Node, Output  # noqa: E402
+from .processor import Processor, ProcessorNode  # noqa: E402
 from .store import Store, open_store  # noqa: E402
+from .typecheck import BindingError, FlowTypeError  # noqa: E402
 
 __all__ = [
+    "BatchFailure",
+    "BatchStats",
+    "BindingError",
     "CycleError",
     "DuplicateOutputError",
     "Event",
     "EventBus",
     "Flow",
+    "FlowTypeError",
     "Graph",
     "GraphError",
+    "Input",
     "MissingInputError",
     "NbflowError",
     "NbflowWarning",
+    "Node",
+    "Output",
+    "Processor",
+    "ProcessorNode",
+    "RecordError",
     "RunResult",
     "Step",
     "StepFailed",
@@ -46,6 +61,7 @@ __all__ = [
     "UnknownStepError",
     "__version__",
     "load_ipython_extension",
+    "load_record",
     "open_store",
 ]
 

@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from . import keys
+from .batch import BatchMixin
 from .errors import NbflowError, NbflowWarning
 from .events import Event, EventBus
 from .executor import Run, RunResult, StepOutput, StepState, execute
 from .graph import Graph, Step
+from .imperative import ImperativeMixin
+from .processor import ProcessGraphMixin
 from .script import ScriptMixin
 from .store import Manifest, Store, open_store
 from .store.codec import value_digest
@@ -57,7 +60,7 @@ def check_name(name: str, what: str = "step") -> str:
     return name
 
 
-class Flow(ScriptMixin):
+class Flow(ScriptMixin, ImperativeMixin, ProcessGraphMixin, BatchMixin):
     """A named graph of steps with a store. See the README for the tour."""
 
     def __init__(self, name: str = "flow", store: Any = None) -> None:

@@ -62,7 +62,7 @@ class FlowInputs(Mapping[str, Input]):
         return len(self._flow.graph.inputs)
 
     def __repr__(self) -> str:
-        return "{" + ", ".join(repr(self[n]) for n in self) + "}"
+        return "FlowInputs(" + ", ".join(repr(self[n]) for n in self) + ")"
 
 
 def output_labels(func: Callable[..., Any], outputs: int | Sequence[str] | None) -> list[str]:
@@ -121,7 +121,9 @@ class ImperativeMixin:
                 f"flow '{flow.name}' already has a step or output named '{name}'; "
                 "give the input another name"
             )
-        spec: dict[str, Any] = {"kind": "input", "type": type, "doc": doc}
+        spec: dict[str, Any] = {"kind": "input", "doc": doc}
+        if type is not Any:
+            spec["type"] = type
         if default is not _MISSING:
             check_input_value(flow.name, name, type, default)
             spec["default"] = default
@@ -189,10 +191,10 @@ class ImperativeMixin:
         labels = output_labels(func, outputs)
         types = _output_types(func, len(set(labels)))
         engine = [step_name] if len(labels) == 1 else [f"{step_name}_{lb}" for lb in labels]
-        for e in engine:
-            check_name(e, "output")
-        node_outputs = {lb: Output(e, id(flow), step_name, lb, tp)
-                        for lb, e, tp in zip(labels, engine, types, strict=False)}
+        for out_name in engine:
+            check_name(out_name, "output")
+        node_outputs = {lb: Output(out_name, id(flow), step_name, lb, tp)
+                        for lb, out_name, tp in zip(labels, engine, types, strict=False)}
         if len(labels) > 1 and labels[0] != "o0":  # NamedTuple fields: o0, o1... too
             node_outputs.update({f"o{i}": node_outputs[lb] for i, lb in enumerate(labels)})
         node = Node(step_name, id(flow), node_outputs, "function")

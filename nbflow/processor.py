@@ -27,12 +27,10 @@ from .nodes import (
     Input,
     Node,
     Output,
-    Ref,
     assemble,
     bind,
     check_argument,
     check_bound_types,
-    check_input_value,
     check_signature,
     precheck_inputs,
     unique_name,
@@ -239,7 +237,7 @@ class ProcessGraphMixin:
         if name in flow.graph.steps or flow.graph.producer_of(name) is not None:
             raise NbflowError(f"flow '{flow.name}' already has a step or output named '{name}'; "
                               "give the constant another name")
-        flow.graph.add_input(name, {"kind": "constant", "type": type})
+        flow.graph.add_input(name, {"kind": "constant", **({} if type is Any else {"type": type})})
         ref = Input(name, flow)
         if value is not dataclasses.MISSING:
             ref.set_value(value)
@@ -377,9 +375,4 @@ class ProcessGraphMixin:
         return [str(n) for n in chosen if n.release_resources()]
 
 
-def _is_ref(value: Any) -> bool:
-    return isinstance(value, Ref)
-
-
-__all__ = ["ProcessGraphMixin", "Processor", "ProcessorNode", "class_code", "insignificant_of",
-           "check_input_value"]
+__all__ = ["ProcessGraphMixin", "Processor", "ProcessorNode", "class_code", "insignificant_of"]
