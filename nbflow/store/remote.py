@@ -249,6 +249,7 @@ class FsspecBackend:
         #: False when other processes cannot see this filesystem (fsspec's in-memory one)
         self.shared = "memory" not in protocols
         self.single_put_max = SINGLE_PUT_MAX if self.shared else 1 << 62
+        self.part_size = 64 * 1024 * 1024  # multipart upload part size (S3: at least 5 MiB)
         self.manifest_ttl = float(
             manifest_ttl if manifest_ttl is not None
             else os.environ.get("NBFLOW_MANIFEST_TTL", DEFAULT_MANIFEST_TTL)
@@ -416,9 +417,9 @@ class FsspecBackend:
             with contextlib.suppress(OSError):  # the cache is an optimisation only
                 self.cache.put(path, parts)
 
-    def _multipart(self, full: str, parts: list[bytes | memoryview]) -> None:
+    def _multipart(self, full: str, parts: Iterable[bytes | memoryview]) -> None:
         """One object from many parts: invisible until the upload is completed."""
-        f = self.fs.open(full, "wb", autocommit=False)
+        f = self.fs.open(full, "wb", autocommit=False, block_size=self.part_size)
         try:
             for chunk in parts:
                 f.write(chunk)
