@@ -311,7 +311,7 @@ class ProcessGraphMixin:
         except (OSError, TypeError):
             source = ""
         code = (f"processor:{class_code(processor)}\n#bind {bound.code()}\n"
-                f"#init {json.dumps(sorted(init_kwargs))}")
+                f"#init {json.dumps(sorted(k for k in init_kwargs if k not in skip))}")
         old = flow.graph.steps.get(step_name)
         flow.add(Step(
             name=step_name,
