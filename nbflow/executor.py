@@ -364,9 +364,8 @@ class Run:
                 item_digest = value_digest(item)
             except Exception:
                 item_digest = VOLATILE + uuid.uuid4().hex
-            item_key = keys.step_key(
-                step.name, step.code, step.outputs, {"#item": item_digest}, key_map(base), step.version
-            )
+            item_key = foreach_item_key(step.name, step.code, step.outputs, step.version, base,
+                                        item_digest)
             manifest = None if item_digest.startswith(VOLATILE) or not step.cache else self.store.get(item_key)
             loaded = self.store.load_outputs(manifest) if manifest is not None else None
             if loaded is not None and all(o in loaded for o in step.outputs):
@@ -386,6 +385,15 @@ class Run:
                     pass  # the whole step's commit reports what could not be stored
             results.append(values)
         return {o: [r[o] for r in results] for o in step.outputs}, {}
+
+
+def foreach_item_key(
+    name: str, code: str, outputs: tuple[str, ...], version: str | None,
+    base: Mapping[str, str], item_digest: str,
+) -> str:
+    """The key of one foreach item: the step's key inputs without the list, plus the item's
+    digest. One function, so the serial walk and the parallel back ends share item entries."""
+    return keys.step_key(name, code, outputs, {"#item": item_digest}, key_map(base), version)
 
 
 def key_map(merged: Mapping[str, str]) -> dict[str, str]:
