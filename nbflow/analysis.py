@@ -42,6 +42,9 @@ class CellAnalysis:
     reads: tuple[str, ...]  # free names loaded, in first-use order (builtins excluded)
     imports: tuple[str, ...]  # source of each top-level import statement
     deletes: tuple[str, ...]
+    # reads that occur only inside functions, lambdas and classes: they need not exist when the
+    # cell runs (a helper may refer to a name another cell defines later)
+    nested_reads: tuple[str, ...] = ()
 
 
 class _TopLevel(ast.NodeVisitor):
@@ -209,22 +212,33 @@ class _TopLevel(ast.NodeVisitor):
             self.bind(node.id)
 
 
-def _nested_globals(table: symtable.SymbolTable) -> tuple[set[str], set[str]]:
-    """(global names referenced, global names assigned) inside nested scopes."""
-    refs: set[str] = set()
+_COMPREHENSIONS = frozenset({"listcomp", "setcomp", "dictcomp", "genexpr"})
+
+
+def _nested_globals(table: symtable.SymbolTable, eager: bool = True
+                    ) -> tuple[set[str], set[str], set[str]]:
+    """(global names read when the cell runs, global names read only later — inside functions,
+    lambdas and classes —, global names assigned) inside nested scopes.
+
+    A comprehension at top level runs with the cell, so what it reads is read *now*.
+    """
+    now: set[str] = set()
+    later: set[str] = set()
     assigned: set[str] = set()
     for child in table.get_children():
+        child_eager = eager and child.get_name() in _COMPREHENSIONS
         for sym in child.get_symbols():
             if sym.is_global() or (sym.is_referenced() and not sym.is_local() and not sym.is_free()
                                    and not sym.is_parameter()):
                 if sym.is_referenced():
-                    refs.add(sym.get_name())
+                    (now if child_eager else later).add(sym.get_name())
                 if sym.is_declared_global() and sym.is_assigned():
                     assigned.add(sym.get_name())
-        r, a = _nested_globals(child)
-        refs |= r
+        n, lt, a = _nested_globals(child, child_eager)
+        now |= n
+        later |= lt
         assigned |= a
-    return refs, assigned
+    return now, later - now, assigned
 
 
 def analyze(source: str) -> CellAnalysis:
@@ -237,13 +251,18 @@ def analyze(source: str) -> CellAnalysis:
     v = _TopLevel()
     for stmt in tree.body:
         v.visit(stmt)
-    nested_refs, nested_assigned = _nested_globals(table)
+    eager_refs, nested_refs, nested_assigned = _nested_globals(table)
     for name in sorted(nested_assigned):
         v.bind(name)
     reads = list(v.reads)
+    for name in sorted(eager_refs):
+        if name not in v.bound and name not in reads:
+            reads.append(name)
+    nested: list[str] = []
     for name in sorted(nested_refs):
         if name not in v.bound and name not in reads:
             reads.append(name)
+            nested.append(name)
     reads = [r for r in reads if r not in _BUILTINS]
     deleted = set(v.deleted)
     outputs = tuple(
@@ -256,4 +275,5 @@ def analyze(source: str) -> CellAnalysis:
         reads=tuple(reads),
         imports=tuple(ast.unparse(s) for s in v.imports),
         deletes=tuple(v.deleted),
+        nested_reads=tuple(n for n in nested if n not in _BUILTINS),
     )

@@ -1,0 +1,390 @@
+"""A ``%%step`` cell as an engine :class:`~nbflow.graph.Step`.
+
+:func:`prepare_cell` turns a cell's text into a :class:`CellSpec` (IPython's ``transform_cell``,
+static analysis, compilation). :meth:`CellSpec.step` makes the Step: its inputs are the names
+the cell reads that another step binds; every other name it reads (a global from a plain cell, a
+helper function, a module) is an *external* value, fingerprinted through
+:class:`nbflow.keys.Fingerprinter` each time the key is built. The key's code is the
+normalized cell (:func:`nbflow.keys.normalize_source`), so an exported function with the same
+body shares the cache entry.
+
+The action (:class:`CellAction`) runs the compiled cell in the user namespace — inputs bound,
+the namespace's other globals visible, exactly like a plain cell — while :mod:`.capture` records
+its output for replay. A trailing expression is displayed (as ``display()``, so a replay looks
+the same). Functions and step functions: :class:`FunctionAction` wraps a function step's
+action the same way. Must not run anything at import time; IPython is imported lazily.
+"""
+
+from __future__ import annotations
+
+import ast
+import types
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .. import keys
+from ..analysis import AnalysisError, CellAnalysis, analyze
+from ..errors import NbflowError, NbflowWarning
+from ..executor import StepOutput
+from ..graph import Step
+from ..store.codec import value_digest
+from .args import StepArgs
+from .capture import Capture, flush_figures
+from .namespace import MutationWatch, is_lazy, mutation_message
+
+if TYPE_CHECKING:
+    from .session import Session
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """What one cell text compiles to (memoized by text: re-running a cell is cheap)."""
+
+    analysis: CellAnalysis
+    body: types.CodeType
+    last: types.CodeType | None  # the trailing expression, displayed like a cell's result
+    filename: str
+    tree: ast.Module
+
+
+_compiled: OrderedDict[tuple[str, bool], Compiled] = OrderedDict()
+_COMPILED_MAX = 512
+
+
+def _semicolon_at_end(raw: str) -> bool:
+    for line in reversed(raw.rstrip().splitlines()):
+        code = line.split("#", 1)[0].rstrip()
+        if code:
+            return code.endswith(";")
+    return False
+
+
+def compile_cell(shell: Any, code: str, raw: str) -> Compiled:
+    """Analyse and compile transformed cell ``code``; AnalysisError for what cannot run."""
+    quiet = _semicolon_at_end(raw)
+    memo_key = (code, quiet)
+    hit = _compiled.get(memo_key)
+    if hit is not None:
+        _compiled.move_to_end(memo_key)
+        return hit
+    analysis = analyze(code)
+    tree = ast.parse(code)
+    transform = getattr(shell, "transform_ast", None)
+    run_tree = transform(ast.parse(code)) if transform is not None else tree
+    cache = getattr(getattr(shell, "compile", None), "cache", None)
+    number = int(getattr(shell, "execution_count", 0) or 0)
+    filename = cache(code, number) if cache is not None else "<nbflow cell>"
+    flags = int(getattr(getattr(shell, "compile", None), "flags", 0) or 0)
+    body_nodes = list(run_tree.body)
+    last = None
+    if body_nodes and isinstance(body_nodes[-1], ast.Expr) and not quiet:
+        last = compile(ast.Expression(body_nodes.pop().value), filename, "eval", flags=flags,
+                       dont_inherit=True)
+    body = compile(ast.Module(body_nodes, type_ignores=[]), filename, "exec", flags=flags,
+                   dont_inherit=True)
+    result = Compiled(analysis, body, last, filename, tree)
+    _compiled[memo_key] = result
+    if len(_compiled) > _COMPILED_MAX:
+        _compiled.popitem(last=False)
+    return result
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """Everything known about one ``%%step`` cell as last executed."""
+
+    args: StepArgs
+    raw: str  # the cell as the user wrote it (with the %%step line): cell-badge matching
+    code: str  # the body after IPython's transform_cell
+    compiled: Compiled
+    outputs: tuple[str, ...]
+    cell_id: str | None
+
+    @property
+    def name(self) -> str:
+        return self.args.name
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """Names the step reads: analysis reads, plus --in and --foreach names."""
+        extra = [*self.args.inputs, *([self.args.foreach] if self.args.foreach else [])]
+        return tuple(dict.fromkeys([*self.compiled.analysis.reads, *extra]))
+
+    def normalized(self) -> str:
+        return keys.normalize_body(self.compiled.tree.body, self.outputs)
+
+    def split_reads(self, producers: Mapping[str, str], params: Mapping[str, Any]) -> tuple[
+            tuple[str, ...], tuple[str, ...]]:
+        """(inputs, externals): a read bound by another step or a flow parameter is an input."""
+        inputs, externals = [], []
+        for r in self.reads:
+            producer = producers.get(r)
+            if (producer is not None and producer != self.name) or r in params:
+                inputs.append(r)
+            elif r in self.args.inputs or r == self.args.foreach:
+                inputs.append(r)  # declared: must come from a step (checked before running)
+            elif r not in self.args.ignore:
+                externals.append(r)
+        return tuple(inputs), tuple(externals)
+
+
+def prepare_cell(shell: Any, args: StepArgs, body: str, raw: str, cell_id: str | None) -> CellSpec:
+    """Parse and analyse a ``%%step`` cell body. Raises UsageError naming the step and the fix."""
+    from IPython.core.error import UsageError
+
+    if not body.strip():
+        raise UsageError(f"step '{args.name}' is empty; write the step's code below the %%step line")
+    code = shell.transform_cell(body)
+    try:
+        compiled = compile_cell(shell, code, body)
+    except AnalysisError as e:
+        raise UsageError(f"step '{args.name}': {e}") from None
+    except SyntaxError as e:  # compile() after a successful parse: e.g. 'return' outside function
+        raise UsageError(f"step '{args.name}': line {e.lineno}: {e.msg}") from None
+    analysis = compiled.analysis
+    outputs = args.outputs if args.outputs is not None else analysis.outputs
+    if args.foreach is not None and args.foreach in outputs and args.outputs is None:
+        outputs = tuple(o for o in outputs if o != args.foreach)
+    unknown_ignore = [n for n in args.ignore if n not in analysis.reads and n not in args.inputs]
+    if unknown_ignore:
+        raise UsageError(
+            f"step '{args.name}': --ignore names {', '.join(repr(n) for n in unknown_ignore)}, "
+            "which the cell does not read; drop it from --ignore"
+        )
+    if not outputs:
+        raise UsageError(
+            f"step '{args.name}' binds no names, so later steps cannot use anything it does; "
+            "assign its results to variables (or name them with --out)"
+        )
+    return CellSpec(args, raw, code, compiled, tuple(outputs), cell_id)
+
+
+class CellAction:
+    """Runs a cell step's code in the user namespace (the Step's ``action``)."""
+
+    def __init__(self, session: Session, spec: CellSpec, externals: tuple[str, ...]) -> None:
+        self.session = session
+        self.spec = spec
+        self.external_names = externals
+        self._warned = False
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    # -- the key's external values --------------------------------------------------------------
+    def externals(self) -> dict[str, str]:
+        ns = self.session.shell.user_ns
+        fp = self.session.fingerprinter
+        out: dict[str, str] = {}
+        unknown: list[str] = []
+        for n in self.external_names:
+            if n not in ns:
+                continue
+            value = ns[n]
+            if is_lazy(value):
+                out[n] = value._nbflow_digest
+                continue
+            before = len(fp.unknown)
+            digest = fp.external(n, value)
+            if digest is not None:
+                out[n] = digest
+            elif len(fp.unknown) > before:
+                unknown.append(n)
+        if unknown and not self._warned:
+            self._warned = True
+            self.session.warn(
+                f"step '{self.name}' reads {', '.join(repr(n) for n in unknown)}, which cannot be "
+                "fingerprinted (not picklable); changes to "
+                f"{'it' if len(unknown) == 1 else 'them'} will not invalidate the cache — "
+                f"make {'it' if len(unknown) == 1 else 'them'} in a step, or pass --ignore to "
+                "say that is intended"
+            )
+        return out
+
+    # -- running --------------------------------------------------------------------------------
+    def __call__(self, values: dict[str, Any]) -> StepOutput:
+        s = self.session
+        s.announce(self.name)
+        if self.spec.args.remote:
+            return self._remote(values)
+        ns = s.shell.user_ns
+        restore = s.bind_inputs(values)
+        watch = MutationWatch(values) if s.config.mutation else None
+        try:
+            with Capture(s.shell) as cap:
+                exec(self.spec.compiled.body, ns)
+                last = self.spec.compiled.last
+                if last is not None:
+                    result = eval(last, ns)
+                    if result is not None:
+                        from IPython.display import display
+
+                        display(result)
+                flush_figures()
+        finally:
+            s.restore_names(restore)
+            s.fingerprinter.forget()
+        if watch is not None:
+            changed = watch.changed()
+            if changed:
+                s.warn(mutation_message(self.name, changed, s.flow.graph.producers))
+        missing = [o for o in self.spec.outputs if o not in ns]
+        if missing:
+            raise NbflowError(
+                f"step '{self.name}' did not bind {', '.join(repr(m) for m in missing)}; bind "
+                "it on every path through the cell, or leave it out with --out"
+            )
+        meta: dict[str, Any] = {"displays": cap.outputs}
+        if cap.truncated:
+            meta["displays_truncated"] = True
+        return StepOutput({o: ns[o] for o in self.spec.outputs}, meta)
+
+    def _remote(self, values: dict[str, Any]) -> StepOutput:
+        runner = remote_runner()
+        outputs = runner(self.session.flow, self.spec.code, values, self.spec.outputs, self.name)
+        for name, value in outputs.items():
+            self.session.ns.bind(name, value)
+        return StepOutput(dict(outputs), {"displays": []})
+
+
+def remote_runner() -> Callable[..., dict[str, Any]]:
+    """The Dask adapter's ``run_cell_remote(flow, code, inputs, outputs, name)``."""
+    from IPython.core.error import UsageError
+
+    try:
+        from .. import dask as nbflow_dask  # type: ignore[attr-defined]
+    except ImportError:
+        nbflow_dask = None
+    runner = getattr(nbflow_dask, "run_cell_remote", None)
+    if runner is None:
+        raise UsageError(
+            "--remote needs nbflow's Dask executor (nbflow.dask.run_cell_remote), which this "
+            "installation does not have; drop --remote to run the cell here"
+        )
+    return runner  # type: ignore[no-any-return]
+
+
+class FunctionAction:
+    """Wraps a function step's action: live + recorded output, bound outputs, mutation check."""
+
+    def __init__(self, session: Session, name: str, inner: Callable[[dict[str, Any]], Any],
+                 func: Callable[..., Any]) -> None:
+        self.session = session
+        self.name = name
+        self.inner = inner
+        self.func = func
+
+    def __call__(self, values: dict[str, Any]) -> StepOutput:
+        s = self.session
+        s.announce(self.name)
+        watch = MutationWatch(values) if s.config.mutation else None
+        with Capture(s.shell) as cap:
+            result = self.inner(values)
+            flush_figures()
+        s.fingerprinter.forget()
+        if isinstance(result, StepOutput):
+            out, meta = dict(result.values), dict(result.meta)
+        else:
+            out, meta = dict(result), {}
+        if watch is not None:
+            changed = watch.changed()
+            if changed:
+                s.warn(mutation_message(self.name, changed, s.flow.graph.producers))
+        for name, value in out.items():
+            s.bind_output(name, value)
+        meta["displays"] = [*meta.get("displays", []), *cap.outputs]
+        return StepOutput(out, meta)
+
+
+class MemoFingerprinter(keys.Fingerprinter):
+    """A Fingerprinter that remembers module and plain-value digests until :meth:`forget`.
+
+    ``%flow status`` builds every step's key; without the memo each build would pickle every
+    global a step reads. The memo is dropped before each cell runs and after each step (either
+    may change a global in place); functions and classes are not memoized (their digests depend
+    on the recursion path and are cheap: normalized code is cached by code object).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(value_digest)
+        self._memo: dict[int, tuple[Any, str | None]] = {}
+        self._modules: dict[str, str] = {}
+
+    def forget(self) -> None:
+        self._memo.clear()
+        self.unknown = []
+
+    def external(self, name: str, value: Any, _seen: set[int] | None = None) -> str | None:
+        if isinstance(value, types.FunctionType | type):
+            return super().external(name, value, _seen)
+        if isinstance(value, types.ModuleType):
+            fp = self._modules.get(value.__name__)
+            if fp is None:
+                fp = super().external(name, value, _seen)
+                if fp is not None:
+                    self._modules[value.__name__] = fp
+            return fp
+        hit = self._memo.get(id(value))
+        if hit is not None and hit[0] is value:
+            if hit[1] is None:
+                self.unknown.append(name)
+            return hit[1]
+        before = len(self.unknown)
+        fp = super().external(name, value, _seen)
+        if fp is not None or len(self.unknown) > before:
+            self._memo[id(value)] = (value, fp)  # holds the value: its id cannot be reused
+        return fp
+
+
+def warn(message: str) -> None:
+    """nbflow's notebook warnings (shown once per occurrence, formatted by the session)."""
+    warnings.warn(message, NbflowWarning, stacklevel=2)
+
+
+def trim_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:
+    """Drop nbflow's and the executor's frames from the front of a step error's traceback."""
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(root):
+        tb = tb.tb_next
+    return tb
+
+
+def cell_step(spec: CellSpec, action: CellAction, inputs: tuple[str, ...],
+              params: dict[str, Any]) -> Step:
+    return Step(
+        name=spec.name,
+        inputs=inputs,
+        outputs=spec.outputs,
+        action=action,
+        code=spec.normalized(),
+        source=spec.code,
+        params=params,
+        cache=spec.args.cache,
+        ignore=tuple(n for n in spec.args.ignore if n in inputs),
+        externals=action.externals,
+        foreach=spec.args.foreach,
+        kind="cell",
+        meta={"cell_id": spec.cell_id, "cell_source": spec.raw},
+    )
+
+
+__all__ = [
+    "CellAction",
+    "CellSpec",
+    "FunctionAction",
+    "MemoFingerprinter",
+    "cell_step",
+    "compile_cell",
+    "prepare_cell",
+    "remote_runner",
+    "trim_traceback",
+    "warn",
+]
+
+

@@ -1,0 +1,259 @@
+"""Kernel side of the ``nbflow`` comm: cell badges and the JupyterLab side panel.
+
+The kernel opens a comm to target ``nbflow`` when the flow is attached (the front end adopts it,
+also after a page reload, by asking the kernel which comms are open) and answers comms the front
+end opens to the same target. It sends the full state on ``sync`` and status changes as they
+happen; commands from the browser (run, rerun, invalidate, run_stale, export, details) are
+validated by :mod:`nbflow.protocol` and carried out on the kernel's main thread.
+
+Cells map to steps by the cell id the front end sends with each execute request; steps whose
+meta names no cell are mapped to the cell that registered them (cell id, and the cell source
+for front ends that send no id). Reads the flow through its public API only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import io
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..protocol import (
+    COMM_TARGET,
+    PROTOCOL_VERSION,
+    StateMessage,
+    StatusInfo,
+    details_message,
+    result_message,
+    status_message,
+    validate_client_message,
+)
+from ..widget import FlowMirror, GraphInfo, MainThread, run_command, step_details
+
+log = logging.getLogger("nbflow.comm")
+
+
+def find_exporter() -> Callable[..., Any] | None:
+    """The notebook -> flow script exporter, when the export module provides one."""
+    try:
+        module = importlib.import_module("nbflow.export")
+    except Exception:
+        return None
+    for name in ("export_notebook", "export"):
+        fn = getattr(module, name, None)
+        if callable(fn) and not inspect.isclass(fn):
+            return fn
+    return None
+
+
+class FlowComm:
+    """One flow's channel to every front end of this kernel."""
+
+    def __init__(self, flow: Any, shell: Any = None) -> None:
+        import comm as comm_lib
+
+        self.flow = flow
+        self.shell = shell
+        self._comm_lib = comm_lib
+        self._comms: dict[str, Any] = {}
+        self._lock = threading.RLock()
+        self._cells: dict[str, tuple[str | None, str | None]] = {}
+        self._before: dict[str, int] = {}
+        self._running_cell: tuple[str | None, str | None] = (None, None)
+        self._main = MainThread()
+        self._closed = False
+        self._exporter = find_exporter()
+        self._mirror = FlowMirror(
+            flow, self._send_status, self._send_graph, with_source=True, cell_of=self._cells.get
+        )
+        self._manager = comm_lib.get_comm_manager()
+        self._manager.register_target(COMM_TARGET, self._on_open)
+        if shell is not None and getattr(shell, "events", None) is not None:
+            shell.events.register("pre_run_cell", self._pre_run_cell)
+            shell.events.register("post_run_cell", self._post_run_cell)
+        self._announce()
+
+    # -- state ------------------------------------------------------------------------------------
+    def state_message(self) -> StateMessage:
+        return {
+            "type": "state",
+            "version": PROTOCOL_VERSION,
+            "flow": str(self.flow.name),
+            "graph": self._mirror.graph,
+            "statuses": dict(self._mirror.statuses),
+            "exporter": self._exporter is not None,
+        }
+
+    @property
+    def statuses(self) -> dict[str, StatusInfo]:
+        return dict(self._mirror.statuses)
+
+    @property
+    def graph(self) -> GraphInfo:
+        return self._mirror.graph
+
+    def refresh(self) -> None:
+        """Re-read graph and statuses and tell the front ends what changed."""
+        self._mirror.refresh_graph()
+        self._mirror.refresh_statuses()
+
+    # -- comms ------------------------------------------------------------------------------------
+    def _announce(self) -> None:
+        """Open a comm from the kernel: front ends with the extension adopt it."""
+        try:
+            c = self._comm_lib.create_comm(target_name=COMM_TARGET, data=self.state_message())
+        except Exception as e:
+            log.debug("could not open the nbflow comm: %s", e)
+            return
+        self._use(c)
+
+    def _on_open(self, c: Any, msg: dict[str, Any]) -> None:
+        self._use(c)
+        data = (msg.get("content") or {}).get("data")
+        if data:
+            self._on_data(c, data)
+        else:
+            c.send(self.state_message())
+
+    def _use(self, c: Any) -> None:
+        with self._lock:
+            self._comms[c.comm_id] = c
+        c.on_msg(lambda msg: self._on_data(c, (msg.get("content") or {}).get("data")))
+        c.on_close(lambda _msg: self._forget(c))
+
+    def _forget(self, c: Any) -> None:
+        with self._lock:
+            self._comms.pop(c.comm_id, None)
+
+    def _broadcast(self, data: Any) -> None:
+        with self._lock:
+            comms = list(self._comms.values())
+        for c in comms:
+            try:
+                c.send(data)
+            except Exception as e:  # a dead front end must not break a run
+                log.debug("nbflow comm send failed: %s", e)
+                self._forget(c)
+
+    def _send_status(self, updates: dict[str, StatusInfo]) -> None:
+        self._broadcast(status_message(updates))
+
+    def _send_graph(self, _graph: GraphInfo) -> None:
+        self._broadcast(self.state_message())
+
+    # -- messages from the browser ------------------------------------------------------------------
+    def _on_data(self, c: Any, data: Any) -> None:
+        msg = validate_client_message(data, self.flow.graph.steps)
+        if msg is None:
+            return
+        kind = msg["type"]
+        if kind == "sync":
+            self._mirror.refresh_graph(notify=False)
+            self._mirror.refresh_statuses(notify=False)
+            c.send(self.state_message())
+        elif kind == "details":
+            step = msg["step"]
+            c.send(details_message(step_details(self.flow, step, self._mirror.statuses.get(step))))
+        elif kind == "export":
+            self._main.call(lambda: self._broadcast(self._export(msg["notebook"])))
+        else:
+            self._main.call(lambda: self._command(msg))
+
+    def _command(self, msg: dict[str, Any]) -> None:
+        result = run_command(self.flow, msg)
+        self.refresh()
+        self._broadcast(result)
+
+    def _export(self, notebook: str) -> dict[str, Any]:
+        exporter = self._exporter
+        if exporter is None:
+            return dict(result_message("export", None, False, "no exporter is installed"))
+        source = Path.cwd() / notebook
+        if not source.is_file():
+            return dict(result_message("export", None, False, f"{notebook} is not in {Path.cwd()}"))
+        target = source.with_name(source.stem + "_flow.py")
+        report = io.StringIO()
+        try:
+            if "report" in inspect.signature(exporter).parameters:
+                exporter(source, target, report=report)
+            else:
+                exporter(source, target)
+        except Exception as e:
+            return dict(result_message("export", None, False, f"{type(e).__name__}: {e}"))
+        warnings = [line for line in report.getvalue().splitlines() if line.strip()]
+        note = f" ({len(warnings)} warning(s): {warnings[0]})" if warnings else ""
+        return dict(
+            result_message("export", None, True, f"exported {notebook} to {target.name}{note}")
+        )
+
+    # -- cells --------------------------------------------------------------------------------------
+    def _pre_run_cell(self, info: Any) -> None:
+        self._before = {name: id(step) for name, step in self.flow.graph.steps.items()}
+        self._running_cell = (getattr(info, "cell_id", None), getattr(info, "raw_cell", None))
+
+    def _post_run_cell(self, _result: Any) -> None:
+        if self._closed:
+            return
+        cell_id, source = self._running_cell
+        for name, step in list(self.flow.graph.steps.items()):
+            if self._before.get(name) != id(step):
+                self._cells[name] = (cell_id, source)
+        for gone in set(self._cells) - set(self.flow.graph.steps):
+            del self._cells[gone]
+        with self._lock:
+            has_comm = bool(self._comms)
+        if not has_comm:
+            self._announce()
+        self.refresh()
+
+    def close(self) -> None:
+        """Stop: unsubscribe, forget the comm target, close the comms."""
+        if self._closed:
+            return
+        self._closed = True
+        self._mirror.close()
+        if self.shell is not None and getattr(self.shell, "events", None) is not None:
+            for name, cb in (("pre_run_cell", self._pre_run_cell), ("post_run_cell", self._post_run_cell)):
+                try:
+                    self.shell.events.unregister(name, cb)
+                except ValueError:
+                    pass
+        targets = getattr(self._manager, "targets", {})
+        if targets.get(COMM_TARGET) == self._on_open:
+            self._manager.unregister_target(COMM_TARGET, self._on_open)
+        with self._lock:
+            comms = list(self._comms.values())
+            self._comms.clear()
+        for c in comms:
+            try:
+                c.close()
+            except Exception as e:
+                log.debug("closing the nbflow comm failed: %s", e)
+
+
+_attached: dict[int, FlowComm] = {}
+
+
+def attach_comm(flow: Any, shell: Any = None) -> FlowComm:
+    """Connect ``flow`` to the front ends of this kernel (called by ``%load_ext nbflow``).
+
+    Attaching again (``%reload_ext``, a new flow) replaces the previous connection of ``shell``.
+    """
+    key = id(shell)
+    old = _attached.pop(key, None)
+    if old is not None:
+        old.close()
+    attached = FlowComm(flow, shell)
+    _attached[key] = attached
+    return attached
+
+
+def detach_comm(shell: Any = None) -> None:
+    """Undo :func:`attach_comm` for ``shell`` (``%unload_ext nbflow``)."""
+    old = _attached.pop(id(shell), None)
+    if old is not None:
+        old.close()
