@@ -11,6 +11,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 from .batch import BatchFailure, BatchStats  # noqa: E402
+from .decorators import step  # noqa: E402  (function steps and FlowSpec methods)
 from .errors import (  # noqa: E402
     CycleError,
     DuplicateOutputError,
@@ -63,6 +64,7 @@ __all__ = [
     "load_ipython_extension",
     "load_record",
     "open_store",
+    "step",
 ]
 
 
