@@ -16,7 +16,7 @@ blog = types.ModuleType("batchlog")
 blog.entries = []  # type: ignore[attr-defined]
 blog.loaded = set()  # type: ignore[attr-defined]
 blog.peak = [0]  # type: ignore[attr-defined]
-LOG: list[str] = blog.entries  # type: ignore[attr-defined]
+LOG: list[str] = blog.entries
 
 
 class Logged(Processor):

@@ -157,6 +157,14 @@ def test_list_of_references_and_constants_as_one_input(store: Path) -> None:
     n3 = flow.add_step(total, values=[n1.outputs["o0"], n2.outputs["o0"], 10.0], scale=2)
     flow.add_output("t", n3.outputs["o0"])
     assert flow(x=X, y=Y)["t"] == (-1.5 + 3.0 + 10.0) * 2
+    both = flow.add_step(total, values=[flow.inputs["x"], flow.inputs["y"]], name="both")
+
+    def flat(values: list[list[int]]) -> list[int]:
+        return [v for vs in values for v in vs]
+
+    flow.add_output("xy", flow.add_step(flat, values=[flow.inputs["x"], flow.inputs["y"]]))
+    assert flow(x=X, y=Y)["xy"] == X + Y
+    assert flow.graph.steps[both].inputs == ("x", "y", "both.scale")  # a default is a constant
     step = flow.graph.steps["total"]
     assert set(step.inputs) == {"slope", "intercept", "total.values[2]", "total.scale"}
     assert {("slope", "total"), ("intercept", "total")} <= {(a, b) for a, b, _ in flow.graph.edges()}

@@ -16,7 +16,7 @@ from nbflow import BindingError, FlowTypeError, Processor, StepFailed
 # log's growing content never enters the processors' keys (a plain global list would)
 proclog = types.ModuleType("proclog")
 proclog.entries = []  # type: ignore[attr-defined]
-LOG: list[str] = proclog.entries  # type: ignore[attr-defined]
+LOG: list[str] = proclog.entries
 
 
 class SumInt(Processor):
@@ -32,7 +32,7 @@ class SumInt(Processor):
 
 
 class Untyped(Processor):
-    def process(self, a):  # type: ignore[no-untyped-def]
+    def process(self, a):
         return str(a)
 
 
