@@ -37,6 +37,7 @@ from .events import Event
 if TYPE_CHECKING:
     from .executor import RunResult
     from .flow import Flow
+    from .store import Store
 
 #: run options a parameter may not shadow
 _RESERVED = frozenset({"from", "to", "store", "help", "quiet", "summary_json", "force", "h"})
@@ -391,6 +392,17 @@ def finish_run(flow: Flow, record: dict[str, Any], result: RunResult, duration: 
                   steps=steps, duration=duration,
                   errors={s: f"{type(e).__name__}: {e}" for s, e in result.errors.items()})
     flow.store.put_record(_RUN_KIND, _record_prefix(flow) + record["id"], record)
+
+
+def list_runs(store: Store, flow_name: str | None = None) -> list[dict[str, Any]]:
+    """Recorded runs in ``store`` (of one flow, or all), oldest first."""
+    out = []
+    for name in store.records(_RUN_KIND):
+        rec = store.get_record(_RUN_KIND, name)
+        if rec is not None and (flow_name is None or rec.get("flow") == flow_name):
+            out.append(rec)
+    out.sort(key=lambda r: (float(r.get("started", 0)), str(r.get("id"))))
+    return out
 
 
 def last_run(flow: Flow) -> dict[str, Any] | None:
