@@ -113,10 +113,14 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def step_info(step: Any, *, with_source: bool = True) -> StepInfo:
+CellOf = Callable[[str], "tuple[str | None, str | None] | None"]
+
+
+def step_info(step: Any, *, with_source: bool = True, cell: tuple[str | None, str | None] | None = None) -> StepInfo:
+    """Static facts of a step; ``cell`` (id, source) fills in when the step's meta has none."""
     meta = getattr(step, "meta", None) or {}
-    cell_id = meta.get("cell_id")
-    cell_source = meta.get("cell_source") if with_source else None
+    cell_id = meta.get("cell_id") or (cell[0] if cell else None)
+    cell_source = (meta.get("cell_source") or (cell[1] if cell else None)) if with_source else None
     return {
         "name": step.name,
         "inputs": [str(n) for n in step.inputs],
@@ -128,10 +132,17 @@ def step_info(step: Any, *, with_source: bool = True) -> StepInfo:
     }
 
 
-def graph_signature(graph: Any) -> tuple[Any, ...]:
-    """Everything the drawing depends on; equal signatures need no new layout."""
+def graph_signature(graph: Any, cell_of: CellOf | None = None) -> tuple[Any, ...]:
+    """Everything the drawing and the cell map depend on; equal signatures need no update."""
     return tuple(
-        (s.name, tuple(s.inputs), tuple(s.outputs), (s.meta or {}).get("cell_id"))
+        (
+            s.name,
+            tuple(s.inputs),
+            tuple(s.outputs),
+            (s.meta or {}).get("cell_id"),
+            (s.meta or {}).get("cell_source"),
+            cell_of(s.name) if cell_of else None,
+        )
         for s in graph.steps.values()
     )
 
@@ -157,7 +168,13 @@ def build_digraph(
     """
     nodes = list(graph.steps)
     index = {name: i for i, name in enumerate(nodes)}
-    attrs = {"rankdir": "TB", "nodesep": "0.3", "ranksep": "0.35", "bgcolor": "transparent"}
+    attrs = {
+        "rankdir": "TB",
+        "nodesep": "0.3",
+        "ranksep": "0.35",
+        "pad": "0.12",
+        "bgcolor": "transparent",
+    }
     if len(nodes) > LARGE_GRAPH:
         attrs.update(mclimit="0.3", nslimit="2", nslimit1="2", searchsize="20")
     g = graphviz.Digraph(
@@ -201,12 +218,17 @@ def build_digraph(
     return g, nodes
 
 
-def graph_info(graph: Any, *, with_source: bool = True) -> GraphInfo:
+def graph_info(graph: Any, *, with_source: bool = True, cell_of: CellOf | None = None) -> GraphInfo:
     g, nodes = build_digraph(graph)
     return {
         "dot": g.source,
         "nodes": nodes,
-        "steps": {n: step_info(graph.steps[n], with_source=with_source) for n in nodes},
+        "steps": {
+            n: step_info(
+                graph.steps[n], with_source=with_source, cell=cell_of(n) if cell_of else None
+            )
+            for n in nodes
+        },
     }
 
 
@@ -348,7 +370,8 @@ class FlowMirror:
     """A JSON-ready mirror of one flow's graph and statuses, kept current by its event bus.
 
     ``on_status(updates)`` gets the changed steps after each event; ``on_graph(info)`` gets the
-    new graph when steps were added, removed or rewired. Safe to feed from worker threads.
+    new graph when steps were added, removed or rewired. ``cell_of(step)`` may supply the
+    (cell id, source) of steps whose meta names no cell. Safe to feed from worker threads.
     """
 
     def __init__(
@@ -358,11 +381,13 @@ class FlowMirror:
         on_graph: Callable[[GraphInfo], None],
         *,
         with_source: bool = True,
+        cell_of: CellOf | None = None,
     ) -> None:
         self.flow = flow
         self._on_status = on_status
         self._on_graph = on_graph
         self._with_source = with_source
+        self._cell_of = cell_of
         self._lock = threading.RLock()
         self.statuses: dict[str, StatusInfo] = {}
         self.busy: set[str] = set()
@@ -380,11 +405,13 @@ class FlowMirror:
     def refresh_graph(self, notify: bool = True) -> bool:
         """Re-read the graph; returns (and reports) whether its drawing changed."""
         with self._lock:
-            signature = graph_signature(self.flow.graph)
+            signature = graph_signature(self.flow.graph, self._cell_of)
             if signature == self._signature:
                 return False
             self._signature = signature
-            self.graph = graph_info(self.flow.graph, with_source=self._with_source)
+            self.graph = graph_info(
+                self.flow.graph, with_source=self._with_source, cell_of=self._cell_of
+            )
             known = set(self.graph["nodes"])
             for gone in set(self.statuses) - known:
                 del self.statuses[gone]

@@ -134,6 +134,15 @@ export class DagGraph {
 
     this.node.append(toolbar, this._viewport, this._details);
     this._listen();
+    // keep a fitted view fitted when the area changes size (panel resize, first show)
+    if (typeof ResizeObserver !== 'undefined') {
+      this._resize = new ResizeObserver(() => {
+        if (this._fitted) {
+          this.fit();
+        }
+      });
+      this._resize.observe(this._viewport);
+    }
   }
 
   /** The step names in node order of the current layout. */
@@ -276,12 +285,22 @@ export class DagGraph {
     }
   }
 
-  /** Show the whole graph. */
+  /** Show the whole graph (never magnified beyond its natural size), top-aligned. */
   fit(): void {
     if (!this._svg || !this._box) {
       return;
     }
-    this._view = { ...this._box };
+    const box = this._box;
+    const rect = this._viewport.getBoundingClientRect();
+    if (rect.width < 2 || rect.height < 2) {
+      this._view = { ...box };
+    } else {
+      const scale = Math.min(rect.width / box.w, rect.height / box.h, PT_TO_PX);
+      const w = rect.width / scale;
+      const h = rect.height / scale;
+      this._view = { x: box.x - (w - box.w) / 2, y: box.y, w, h };
+    }
+    this._fitted = true;
     this._applyView();
   }
 
@@ -301,6 +320,7 @@ export class DagGraph {
     const w = Math.min(maxW, Math.max(minW, this._view.w / factor));
     const f = this._view.w / w;
     const h = this._view.h / f;
+    this._fitted = false;
     this._view = {
       x: sx - (sx - this._view.x) / f,
       y: sy - (sy - this._view.y) / f,
@@ -311,6 +331,7 @@ export class DagGraph {
   }
 
   dispose(): void {
+    this._resize?.disconnect();
     this._seq++;
     this._clear();
     this.node.remove();
@@ -472,6 +493,7 @@ export class DagGraph {
         }
         if (drag.moved) {
           const { scale } = this._scale(vp.getBoundingClientRect());
+          this._fitted = false;
           this._view = { ...drag.view, x: drag.view.x - dx / scale, y: drag.view.y - dy / scale };
           this._applyView();
           this._tooltip.hidden = true;
@@ -738,4 +760,6 @@ export class DagGraph {
   private _seq = 0;
   private _suppressClick = false;
   private _fixedHeight = '';
+  private _fitted = true;
+  private _resize: ResizeObserver | null = null;
 }

@@ -77,6 +77,11 @@ class FlowComm:
             shell.events.register("post_run_cell", self._post_run_cell)
         self._announce()
 
+    def __repr__(self) -> str:
+        with self._lock:
+            n = len(self._comms)
+        return f"<nbflow comm of flow {self.flow.name!r}: {n} front end comm(s) open>"
+
     # -- state ------------------------------------------------------------------------------------
     def state_message(self) -> StateMessage:
         return {
