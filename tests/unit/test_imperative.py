@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import pytest
 
@@ -277,3 +278,49 @@ def test_partial_run_from_an_output(store: Path) -> None:
     assert result.executed == ["slope"] and result["slope"] == -1.5
     with pytest.raises(FlowTypeError, match="input 'x' expects list\\[int\\]"):
         flow.inputs["x"].set_value("abc")
+
+
+# -- the checker itself, table-driven -------------------------------------------------------------
+CASES: list[tuple[object, object, str | None]] = [
+    ([1, 2], list[int], None),
+    ([1.5, 2], list[float], None),
+    ([1, True], list[float], "got bool at [1]"),
+    ([[1], [2, "a"]], list[list[int]], "got str at [1][1]"),
+    ({"a": [1.0]}, dict[str, list[float]], None),
+    ({"a": [1.0, "x"]}, dict[str, list[float]], "got str at ['a'][1]"),
+    ({1, 2}, set[int], None),
+    ({1, "a"}, set[int], "got str at {…}"),
+    ((1, "a", 2.0), tuple[int, str, float], None),
+    ((1, "a"), tuple[int, str, float], "got a tuple of 2 values, expected 3"),
+    ([1, None], list[int | None], None),
+    ("b", Literal["a", "b"], None),
+    ("c", Literal["a", "b"], "got str: 'c'"),
+    (int, type[int], None),
+    (print, Callable, None),
+    (iter([1, "a"]), Iterator[int], None),  # never consumed
+]
+
+
+@pytest.mark.parametrize(("value", "tp", "expected"), CASES)
+def test_mismatch_table(value: object, tp: object, expected: str | None) -> None:
+    from nbflow.typecheck import mismatch
+
+    got = mismatch(value, tp)
+    assert (got is None) if expected is None else (got is not None and expected in got), got
+
+
+def test_numpy_scalars_and_large_lists_check_fast() -> None:
+    import time
+
+    import numpy as np
+
+    from nbflow.typecheck import mismatch
+
+    assert mismatch([np.int64(1), np.float32(2.5)], list[float]) is None
+    assert mismatch([np.int64(1)], list[int]) is None
+    big = list(range(1_000_000))
+    started = time.perf_counter()
+    assert mismatch(big, list[int]) is None
+    assert time.perf_counter() - started < 1.0  # about as fast as hashing it (~30 ms)
+    big[999_999] = "x"
+    assert mismatch(big, list[int]) == "got str at [999999]: 'x'"
