@@ -224,20 +224,35 @@ def _age(seconds: float) -> str:
 
 # -- runs ------------------------------------------------------------------------------------------
 def cmd_runs(args: argparse.Namespace) -> int:
-    from .script import list_runs
+    """Runs recorded in the store (by flow scripts, Metaflow-style flows, notebooks), newest first."""
+    from .runs import list_runs
 
     store = _store(args.store)
-    rows = list_runs(store, args.flow)
+    flows = [args.flow] if args.flow else _recorded_flows(store)
+    rows = [r for f in flows for r in list_runs(store, f)]
+    rows.sort(key=lambda r: r.created, reverse=True)
     if not rows:
         print(f"no recorded runs in {store.root}" + (f" for flow '{args.flow}'" if args.flow else ""))
         return 0
     for r in rows:
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(r.get("started", 0))))
-        failed = f" failed at {', '.join(r['failed'])}" if r.get("failed") else ""
-        params = " ".join(f"{k}={v!r}" for k, v in (r.get("params") or {}).items())
-        print(f"{r['id']}  {r.get('flow', '?')}  {r.get('command', 'run')}  {started}  "
-              f"{r.get('status', '?')}{failed}  {params}".rstrip())
+        failed = f" at {r.failed_step}" if r.status != "done" and r.failed_step else ""
+        params = " ".join(f"{k}={v!r}" for k, v in r.params.items())
+        command = r.meta.get("command", "run")
+        print(f"{r.id}  {r.flow}  {command}  {r.created_at}  {r.status}{failed}  {params}".rstrip())
     return 0
+
+
+def _recorded_flows(store: Store) -> list[str]:
+    """Names of the flows with run records in ``store``."""
+    kinds = sorted({info.path.split("/")[1] for info in store.backend.walk("records")
+                    if info.path.count("/") >= 2 and info.path.split("/")[1].startswith("runs-")})
+    names: set[str] = set()
+    for kind in kinds:
+        for rec in store.records(kind)[-1:]:
+            data = store.get_record(kind, rec)
+            if data is not None and isinstance(data.get("flow"), str):
+                names.add(data["flow"])
+    return sorted(names)
 
 
 if __name__ == "__main__":  # python -m nbflow.cli

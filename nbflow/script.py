@@ -29,7 +29,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .errors import NbflowError, UnknownStepError
 from .events import Event
@@ -37,10 +37,11 @@ from .events import Event
 if TYPE_CHECKING:
     from .executor import RunResult
     from .flow import Flow
-    from .store import Store
+    from .parameters import Parameter
 
 #: run options a parameter may not shadow
-_RESERVED = frozenset({"from", "to", "store", "help", "quiet", "summary_json", "force", "h"})
+_RESERVED = frozenset({"from", "to", "from_step", "to_step", "store", "help", "quiet",
+                       "summary_json", "summary-json", "command", "step", "h", "q"})
 
 
 class ScriptMixin:
@@ -52,7 +53,11 @@ class ScriptMixin:
         Returns the exit status (0 ok, 1 a step failed, 2 bad usage) or, with ``exit=True``
         (what a script wants), exits the process with it.
         """
-        code = main(self, argv)  # type: ignore[arg-type]
+        try:
+            code = main(self, argv)  # type: ignore[arg-type]
+        except BrokenPipeError:  # `show | head`: the reader left; not an error of the flow
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            code = 0
         if exit:
             sys.exit(code)
         return code
@@ -70,70 +75,25 @@ def locate_store(script_file: str, relative: str) -> str:
 
 
 # -- parameters -------------------------------------------------------------------------------------
-def param_specs(flow: Flow) -> dict[str, dict[str, Any]]:
-    """Every flow parameter as ``{"default", "type", "help", "required"}``, in declaration order.
+def flow_parameters(flow: Flow) -> list[Parameter]:
+    """The flow's parameters as :class:`nbflow.parameters.Parameter` objects, in declaration order.
 
-    ``graph.inputs`` holds what :meth:`Flow.param` (a dict) or a ``Parameter`` object declared.
+    ``graph.inputs`` holds what :meth:`Flow.param` declared (a dict of default/type/help/required)
+    or a ``Parameter`` itself; either way parsing, validation and ``--help`` text come from
+    :mod:`nbflow.parameters`, shared with Metaflow-style flows.
     """
-    out: dict[str, dict[str, Any]] = {}
+    from .parameters import Parameter
+
+    out: list[Parameter] = []
     for name, spec in flow.graph.inputs.items():
-        if isinstance(spec, dict):
-            d = dict(spec)
-        elif spec is None:
-            d = {}
-        else:  # a Parameter-like object
-            d = {k: getattr(spec, k) for k in ("default", "type", "help", "required") if hasattr(spec, k)}
-        d.setdefault("default", flow.params.get(name))
-        out[name] = d
+        if isinstance(spec, Parameter):
+            out.append(spec)
+            continue
+        d = dict(spec) if isinstance(spec, dict) else {}
+        default = d.get("default", flow.params.get(name))
+        out.append(Parameter(name, default, type=d.get("type"), help=d.get("help"),
+                             required=bool(d.get("required", False))))
     return out
-
-
-def _argparse_type(name: str, spec: dict[str, Any]) -> tuple[Callable[[str], Any], str]:
-    """A converter for one parameter's command-line text and the type name ``--help`` shows."""
-    return cli_converter(name, spec)
-
-
-def _is_json_type(t: Any) -> bool:
-    return t in (dict, list, "json") or getattr(t, "__name__", "") == "JSONType"
-
-
-def cli_converter(name: str, spec: dict[str, Any]) -> tuple[Callable[[str], Any], str]:
-    """(text -> value, type name): typed from ``type=`` or else from the default's type.
-
-    Bad text raises :class:`argparse.ArgumentTypeError`, which argparse reports as
-    ``argument --alpha: expects float, got 'abc'`` with the usage line.
-    """
-    t = spec.get("type")
-    default = spec.get("default")
-    if t is None:
-        t = type(default) if default is not None else str
-    if _is_json_type(t):
-        def parse_json(text: str) -> Any:
-            try:
-                return json.loads(text)
-            except ValueError as e:
-                raise argparse.ArgumentTypeError(f"expects JSON, got {text!r} ({e})") from None
-
-        return parse_json, "json"
-    if t is bool:
-        def parse_bool(text: str) -> bool:
-            low = text.strip().lower()
-            if low in ("1", "true", "yes", "y", "on"):
-                return True
-            if low in ("0", "false", "no", "n", "off"):
-                return False
-            raise argparse.ArgumentTypeError(f"expects a boolean (true/false), got {text!r}")
-
-        return parse_bool, "bool"
-    type_name = getattr(t, "__name__", str(t))
-
-    def convert(text: str) -> Any:
-        try:
-            return t(text)
-        except (TypeError, ValueError) as e:
-            raise argparse.ArgumentTypeError(f"expects {type_name}, got {text!r}") from e
-
-    return convert, type_name
 
 
 # -- the command line -------------------------------------------------------------------------------
@@ -156,19 +116,10 @@ def build_parser(flow: Flow) -> argparse.ArgumentParser:
                      help="rerun STEP even if cached, then everything downstream of it")
     run.add_argument("--to", dest="to_step", metavar="STEP",
                      help="run only what STEP needs (STEP and its ancestors)")
-    group = run.add_argument_group("parameters")
-    for name, spec in param_specs(flow).items():
-        conv, type_name = _argparse_type(name, spec)
-        opts = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
-        required = bool(spec.get("required")) and spec.get("default") is None
-        default = spec.get("default")
-        text = spec.get("help") or ""
-        shown = "required" if required else f"default: {_show_default(default)}"
-        group.add_argument(
-            *opts, dest=f"param:{name}", type=conv, metavar=type_name.upper(),
-            required=required, default=argparse.SUPPRESS,
-            help=f"{text + ' ' if text else ''}({type_name}; {shown})",
-        )
+    from .parameters import add_arguments
+
+    group = run.add_argument_group("parameters")  # same add_argument API as a parser
+    add_arguments(cast(argparse.ArgumentParser, group), flow_parameters(flow))
 
     show = sub.add_parser("show", help="print the steps, their edges and docstrings, in order")
     show.add_argument("--store", metavar="PATH", help="the store (default: the flow's; $NBFLOW_STORE)")
@@ -192,21 +143,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="write what ran, what was cached and what failed as JSON")
 
 
-def _show_default(value: Any) -> str:
-    if isinstance(value, dict | list):
-        return json.dumps(value)
-    return repr(value)
-
-
 def main(flow: Flow, argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run one command; returns the exit status."""
+    from .parameters import check_names
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    clash = sorted(set(flow.graph.inputs) & _RESERVED)
-    if clash:
-        print(f"nbflow: parameter '{clash[0]}' clashes with the option --{clash[0]}; "
-              "rename the parameter", file=sys.stderr)
-        return 2
     try:
+        check_names(flow_parameters(flow), reserved=_RESERVED)
         parser = build_parser(flow)
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse already printed its message (or --help)
@@ -247,7 +190,9 @@ def _install_display() -> None:
 
 # -- run and resume ---------------------------------------------------------------------------------
 def cmd_run(flow: Flow, args: argparse.Namespace) -> int:
-    params = {k.split(":", 1)[1]: v for k, v in vars(args).items() if k.startswith("param:")}
+    from .parameters import values_from_namespace
+
+    params = values_from_namespace(args, flow_parameters(flow))
     targets, force = plan_targets(flow, args.from_step, args.to_step)
     return execute_recorded(flow, params, targets, force, args, command="run")
 
@@ -270,7 +215,9 @@ def plan_targets(flow: Flow, from_step: str | None, to_step: str | None) -> tupl
 
 
 def cmd_resume(flow: Flow, args: argparse.Namespace) -> int:
-    last = last_run(flow)
+    from . import runs
+
+    last = runs.last_run(flow.store, flow.name)
     if last is None:
         raise NbflowError(
             f"flow '{flow.name}' has no recorded run in the store {flow.store.root}; "
@@ -279,21 +226,23 @@ def cmd_resume(flow: Flow, args: argparse.Namespace) -> int:
     step = args.step
     if step is not None:
         step = flow._resolve_targets([step])[0]
-    elif last.get("failed"):
-        step = last["failed"][0]
+    else:
+        step = last.failed_step
     if step is None:
-        print(f"nbflow: the last run ({last['id']}) of '{flow.name}' finished without a failure; "
+        print(f"nbflow: the last run ({last.id}) of '{flow.name}' finished without a failure; "
               "nothing to resume (use `resume STEP` to rerun from a step)", file=sys.stderr)
         return 0
     if step not in flow.graph.steps:
-        raise NbflowError(f"the last run failed at step '{step}', which this flow no longer has; use `run`")
-    params = {k: v for k, v in (last.get("params") or {}).items() if k in flow.graph.inputs}
-    targets = [t for t in last.get("targets") or [] if t in flow.graph.steps]
+        raise NbflowError(f"the last run stopped at step '{step}', which this flow no longer has; "
+                          "use `run`")
+    known = set(flow.graph.inputs)
+    params = {k: v for k, v in last.params.items() if k in known}
+    targets = [t for t in last.meta.get("targets") or [] if t in flow.graph.steps]
     if targets and not any(t == step or step in flow.graph.upstream(t) for t in targets):
         targets.append(step)
     if not args.quiet:
-        print(f"nbflow: resuming run {last['id']} of '{flow.name}' from step '{step}'", file=sys.stderr)
-    return execute_recorded(flow, params, targets, [step], args, command="resume", origin=last["id"])
+        print(f"nbflow: resuming run {last.id} of '{flow.name}' from step '{step}'", file=sys.stderr)
+    return execute_recorded(flow, params, targets, [step], args, command="resume", origin=last.id)
 
 
 def execute_recorded(
@@ -308,45 +257,63 @@ def execute_recorded(
 ) -> int:
     """Run, print status lines, record the run in the store, return the exit status.
 
-    ``targets`` empty means every step; a forced step's descendants are among the targets'
-    needs whenever it is (the executor brings them up to date, with early cutoff)."""
-    specs = param_specs(flow)
-    values = {n: s.get("default") for n, s in specs.items()}
-    values.update(params)
-    missing = [n for n, s in specs.items() if s.get("required") and values.get(n) is None]
-    if missing:
-        raise NbflowError(f"parameter '{missing[0]}' is required; pass --{missing[0]} VALUE")
+    ``targets`` empty means every step. Parameters are validated and completed with their
+    defaults by :func:`nbflow.parameters.resolve` (a missing required one is a usage error)."""
+    from . import runs
+    from .parameters import resolve
+
+    values = resolve(flow_parameters(flow), params, source="option", owner=f"flow '{flow.name}'")
     flow.graph.check(targets or None)  # a bad graph is a usage error, not a failed run
     started = time.time()
-    record = start_run(flow, command=command, params=values, targets=targets, force=force,
-                       origin=origin)
+    recorder = runs.RunRecorder(flow.store, flow.name, values, meta={
+        "command": command, "targets": targets, "force": force, "origin": origin, "script": True})
+    detach = recorder.attach(flow.events)
     unsubscribe = flow.events.subscribe(_printer(flow)) if not args.quiet else (lambda: None)
     try:
         result = flow.run(*targets, params=values, force=force, raise_on_failure=False)
     finally:
         unsubscribe()
+        detach()
     duration = time.time() - started
-    finish_run(flow, record, result, duration)
-    summary = _summary(flow, record, result, duration)
+    record = recorder.finish()
+    summary = _summary(flow, record.id, command, values, result, duration)
     if getattr(args, "summary_json", None):
         with open(args.summary_json, "w") as f:
-            json.dump(summary, f, indent=2, sort_keys=True)
+            json.dump(summary, f, indent=2, sort_keys=True, default=repr)
     if result.failed:
         step = result.failed[0]
         err = result.errors[step]
         print(user_traceback(err), file=sys.stderr)
         print(f"nbflow: step '{step}' failed: {type(err).__name__}: {err}\n"
               f"nbflow: {len(summary['executed'])} executed, {len(summary['cached'])} cached, "
-              f"{len(summary['skipped'])} not run; fix the step, then `resume` (run {record['id']})",
+              f"{len(summary['skipped'])} not run; fix the step, then `resume` (run {record.id})",
               file=sys.stderr)
         return 1
-    print(f"nbflow: run {record['id']} of '{flow.name}' finished in {duration:.2f} s: "
+    print(f"nbflow: run {record.id} of '{flow.name}' finished in {duration:.2f} s: "
           f"{len(summary['executed'])} executed"
           + (f" ({', '.join(summary['executed'])})" if summary["executed"] else "")
           + f", {len(summary['cached'])} cached"
           + (f" ({', '.join(summary['cached'])})" if summary["cached"] else ""),
           file=sys.stderr)
     return 0
+
+
+def _summary(flow: Flow, run_id: str, command: str, params: dict[str, Any], result: RunResult,
+             duration: float) -> dict[str, Any]:
+    """What ``--summary-json`` writes: enough for CI (and tests) to see what ran and why."""
+    return {
+        "flow": flow.name,
+        "run": run_id,
+        "command": command,
+        "params": params,
+        "executed": list(result.executed),
+        "cached": list(result.cached),
+        "failed": list(result.failed),
+        "skipped": list(result.skipped),
+        "keys": {s: m.key for s, m in result.manifests.items()},
+        "duration": duration,
+        "store": flow.store.root,
+    }
 
 
 def user_traceback(err: BaseException) -> str:
@@ -357,82 +324,6 @@ def user_traceback(err: BaseException) -> str:
     lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames or tb)]
     lines += traceback.format_exception_only(type(err), err)
     return "".join(lines).rstrip()
-
-
-# -- run records ------------------------------------------------------------------------------------
-_RUN_KIND = "script-runs"
-
-
-def _record_prefix(flow: Flow) -> str:
-    safe = "".join(c if c.isalnum() or c in "_.-" else "_" for c in flow.name)[:100]
-    return f"{safe}--"
-
-
-def start_run(flow: Flow, **fields: Any) -> dict[str, Any]:
-    """Record that a run starts (so a crash mid-run still leaves a trace ``resume`` can read)."""
-    import secrets
-
-    now = time.time()
-    run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{now % 1:.3f}"[1:] + "-" + secrets.token_hex(3)
-    record = {"id": run_id, "flow": flow.name, "started": now, "status": "running",
-              "failed": [], "steps": {}, **fields}
-    flow.store.put_record(_RUN_KIND, _record_prefix(flow) + run_id, record)
-    return record
-
-
-def finish_run(flow: Flow, record: dict[str, Any], result: RunResult, duration: float) -> None:
-    steps: dict[str, dict[str, Any]] = {}
-    manifests = result.manifests
-    for status, names in (("executed", result.executed), ("cached", result.cached),
-                          ("failed", result.failed), ("skipped", result.skipped)):
-        for n in names:
-            m = manifests.get(n)
-            steps[n] = {"status": status, "key": m.key if m is not None else None}
-    record.update(status="failed" if result.failed else "ok", failed=list(result.failed),
-                  steps=steps, duration=duration,
-                  errors={s: f"{type(e).__name__}: {e}" for s, e in result.errors.items()})
-    flow.store.put_record(_RUN_KIND, _record_prefix(flow) + record["id"], record)
-
-
-def list_runs(store: Store, flow_name: str | None = None) -> list[dict[str, Any]]:
-    """Recorded runs in ``store`` (of one flow, or all), oldest first."""
-    out = []
-    for name in store.records(_RUN_KIND):
-        rec = store.get_record(_RUN_KIND, name)
-        if rec is not None and (flow_name is None or rec.get("flow") == flow_name):
-            out.append(rec)
-    out.sort(key=lambda r: (float(r.get("started", 0)), str(r.get("id"))))
-    return out
-
-
-def last_run(flow: Flow) -> dict[str, Any] | None:
-    """The most recent recorded run of this flow in its store (None if there is none)."""
-    prefix = _record_prefix(flow)
-    names = [n for n in flow.store.records(_RUN_KIND) if n.startswith(prefix)]
-    for name in reversed(names):  # run ids sort by time
-        rec = flow.store.get_record(_RUN_KIND, name)
-        if rec is not None and rec.get("flow") == flow.name:
-            return rec
-    return None
-
-
-def _summary(flow: Flow, record: dict[str, Any], result: RunResult | None, duration: float) -> dict[str, Any]:
-    keys = {}
-    if result is not None:
-        keys = {s: m.key for s, m in result.manifests.items()}
-    return {
-        "flow": flow.name,
-        "run": record["id"],
-        "command": record["command"],
-        "params": record["params"],
-        "executed": list(result.executed) if result else [],
-        "cached": list(result.cached) if result else [],
-        "failed": list(result.failed) if result else [],
-        "skipped": list(result.skipped) if result else [],
-        "keys": keys,
-        "duration": duration,
-        "store": flow.store.root,
-    }
 
 
 def _printer(flow: Flow) -> Callable[[Event], None]:
@@ -461,15 +352,13 @@ def describe_text(flow: Flow) -> str:
     graph = flow.graph
     order = graph.topological_order()
     lines = [f"Flow '{flow.name}': {len(order)} steps"]
-    specs = param_specs(flow)
-    if specs:
+    params = flow_parameters(flow)
+    if params:
+        from .parameters import help_lines
+
         lines.append("")
         lines.append("Parameters:")
-        for name, spec in specs.items():
-            _, type_name = _argparse_type(name, spec)
-            req = " (required)" if spec.get("required") and spec.get("default") is None else ""
-            lines.append(f"  --{name} {type_name} = {_show_default(spec.get('default'))}{req}"
-                         + (f"  {spec['help']}" if spec.get("help") else ""))
+        lines.extend(f"  {line}" for line in help_lines(params))
     producers = graph.producers
     for name in order:
         step = graph.steps[name]
