@@ -181,18 +181,46 @@ class Flow(ScriptMixin, ImperativeMixin, ProcessGraphMixin, BatchMixin):
         return out
 
     def run(self, *targets: str, params: Mapping[str, Any] | None = None,
-            force: Iterable[str] = (), raise_on_failure: bool = True) -> RunResult:
-        """Bring ``targets`` (step or output names; default: every step) up to date."""
+            force: Iterable[str] = (), raise_on_failure: bool = True,
+            executor: Any = None, **executor_options: Any) -> RunResult:
+        """Bring ``targets`` (step or output names; default: every step) up to date.
+
+        ``executor="local"|"dask"`` (with ``max_workers=``, ``address=``, ``retries=``) runs
+        this call's steps in parallel (see :mod:`nbflow.backends`); default: :meth:`config`'s.
+        """
         if params:
             self.params.update(params)
+        factory = self._run_factory()
+        if executor is not None or executor_options:
+            from .backends import run_factory, select
+
+            factory = run_factory(select(executor, **executor_options), self.graph)
         result = execute(self.graph, self.store, self.events, self.name, self._states,
                          self.params, self._resolve_targets(targets), force,
-                         raise_on_failure=raise_on_failure, run_factory=self._run_factory())
+                         raise_on_failure=raise_on_failure, run_factory=factory)
         self.last_result = result
         return result
 
+    def config(self, *, store: Any = None, executor: Any = None, **executor_options: Any) -> Flow:
+        """Where results live (``store=`` a directory or an fsspec URL) and where steps run
+        (``executor="serial"|"local"|"dask"``, ``max_workers=``, ``address=``, ``retries=``)."""
+        if store is not None:
+            self.store = store
+        if executor is not None or executor_options:
+            from .backends import select
+
+            self._scheduler = select(executor, **executor_options)
+        return self
+
     def _run_factory(self) -> Callable[..., Run]:
-        return Run
+        scheduler = getattr(self, "_scheduler", None)
+        if scheduler is None and not any(
+            s.meta.get("placement") == "remote" for s in self.graph.steps.values()
+        ):
+            return Run
+        from .backends import run_factory
+
+        return run_factory(scheduler, self.graph)
 
     def rerun(self, step: str, **kw: Any) -> RunResult:
         """Force ``step`` to run, then bring everything downstream of it up to date."""
