@@ -336,7 +336,7 @@ class ImperativeMixin:
         outputs = self.output_names()
         targets = outputs or list(flow.graph.steps)
         if targets:
-            precheck_inputs(flow, targets, values)
+            precheck_inputs(flow, targets, values, declared=False)
         result = flow.run(*targets, params=values)
         return {o: result[o] for o in outputs}
 

@@ -373,27 +373,47 @@ def unique_name(flow: Flow, base: str) -> str:
 
 
 def precheck_inputs(flow: Flow, targets: list[str],
-                    params: Mapping[str, Any] | None = None) -> None:
-    """Before a run: every flow input the plan reads has a value of its declared type, and of
-    the type each typed argument bound directly to it expects (``params``: the values the run
-    will use; default: the flow's current ones)."""
+                    params: Mapping[str, Any] | None = None, *, declared: bool = True) -> None:
+    """Before a run: every flow input the plan reads has a value, of its declared type (unless
+    ``declared=False``: the caller checked that already) and of the type each typed argument
+    bound directly to it expects. Each (input, type) pair is checked once.
+
+    ``params``: the values the run will use (default: the flow's current ones).
+    """
     values = flow.params if params is None else params
-    order = flow.graph.topological_order(targets)
-    for name in order:
+    inputs = flow.graph.inputs
+    producers = flow.graph.producers
+    seen: set[tuple[str, Any]] = set()
+    for name in flow.graph.topological_order(targets):
         step = flow.graph.steps[name]
         for inp in step.inputs:
-            if inp in flow.graph.inputs and flow.graph.producer_of(inp) is None:
-                spec = flow.graph.inputs.get(inp) or {}
+            if inp in inputs and inp not in producers and (inp, None) not in seen:
+                seen.add((inp, None))
                 if inp not in values:
                     raise NbflowValueMissing(flow.name, inp)
-                if "type" in spec:
-                    check_input_value(flow.name, inp, spec["type"], values[inp])
+                spec = inputs.get(inp) or {}
+                if isinstance(spec, Mapping) and "type" in spec:
+                    seen.add((inp, _hint_key(spec["type"])))
+                    if declared:
+                        check_input_value(flow.name, inp, spec["type"], values[inp])
         typed = step.meta.get("typed")
         if typed is not None:
             what, hints, spec_map = typed
             for arg, spec in spec_map.items():
-                if spec[0] == "ref" and spec[1] in flow.graph.inputs and arg in hints:
-                    check_argument(name, arg, hints[arg], values[spec[1]], what)
+                if spec[0] == "ref" and spec[1] in inputs and arg in hints:
+                    pair = (spec[1], _hint_key(hints[arg]))
+                    if pair not in seen:
+                        seen.add(pair)
+                        check_argument(name, arg, hints[arg], values[spec[1]], what)
+
+
+def _hint_key(tp: Any) -> Any:
+    """``list[int]`` written twice gives two equal objects: compare hints by value if we can."""
+    try:
+        hash(tp)
+    except TypeError:
+        return id(tp)
+    return tp
 
 
 __all__ = [
