@@ -9,7 +9,9 @@ nothing here executes anything itself. Must never import IPython or widget code.
 
 from __future__ import annotations
 
+import functools
 import json
+import types
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -32,6 +34,7 @@ from .nodes import (
     precheck_inputs,
     unique_name,
 )
+from .store.codec import value_digest
 from .typecheck import BindingError, FlowTypeError, hints_of, mismatch, type_name
 
 if TYPE_CHECKING:
@@ -170,6 +173,11 @@ class ImperativeMixin:
             raise BindingError(f"add_step expects a function, got {type(func).__name__}")
         all_bindings = {**(bindings or {}), **kw_bindings}
         base_name = getattr(func, "__name__", None) or type(func).__name__
+        if not base_name.isidentifier():
+            if name is None:
+                raise BindingError(
+                    f"add_step: a {base_name} has no usable name; pass name='...' for the step"
+                )
         step_name = check_name(name) if name else unique_name(flow, base_name)
         try:
             defaults, _ = check_signature("step", step_name, func, all_bindings)
@@ -222,7 +230,7 @@ class ImperativeMixin:
         step = template.with_(
             inputs=tuple(bound.inputs),
             action=action,
-            code=_code(keys.function_code(func, ()), bound.code(), labels),
+            code=_code(callable_code(func), bound.code(), labels),
             params=bound.params,
             ignore=ignored,
             meta={"function": func, "node": node, "typed": ("step", hints, spec)},
@@ -339,6 +347,30 @@ class ImperativeMixin:
             precheck_inputs(flow, targets, values, declared=False)
         result = flow.run(*targets, params=values)
         return {o: result[o] for o in outputs}
+
+
+def callable_code(func: Callable[..., Any]) -> str:
+    """What a node's key knows of its callable: a function's normalized body; for a
+    ``functools.partial``, a bound method or a callable object, also the content digest of what
+    it carries (bound arguments, ``self``), so two differently bound callables never share a key.
+    """
+    if isinstance(func, functools.partial):
+        return (f"partial:{callable_code(func.func)}\n"
+                f"#bound {_state_digest((func.args, func.keywords))}")
+    if isinstance(func, types.MethodType):
+        return f"method:{keys.function_code(func.__func__, ())}\n#self {_state_digest(func.__self__)}"
+    if isinstance(func, types.FunctionType | types.BuiltinFunctionType):
+        return keys.function_code(func, ())
+    call = next((vars(k)["__call__"] for k in type(func).__mro__ if "__call__" in vars(k)), None)
+    body = keys.function_code(call, ()) if isinstance(call, types.FunctionType) else repr(type(func))
+    return f"object:{type(func).__qualname__}:{body}\n#self {_state_digest(func)}"
+
+
+def _state_digest(value: Any) -> str:
+    try:
+        return value_digest(value)
+    except Exception:  # not picklable: the type's name is all we can say
+        return f"<{type(value).__qualname__}>"
 
 
 def _code(body: str, bind_code: str, labels: Sequence[str]) -> str:

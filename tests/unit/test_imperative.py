@@ -324,3 +324,35 @@ def test_numpy_scalars_and_large_lists_check_fast() -> None:
     assert time.perf_counter() - started < 1.0  # about as fast as hashing it (~30 ms)
     big[999_999] = "x"
     assert mismatch(big, list[int]) == "got str at [999999]: 'x'"
+
+
+class Scaler:
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+
+    def apply(self, v: int) -> int:
+        return v * self.factor
+
+    def __call__(self, v: int) -> int:
+        return v * self.factor
+
+
+def scaled(v: int, factor: int) -> int:
+    return v * factor
+
+
+def test_partials_methods_and_callable_objects_key_on_what_they_carry(store: Path) -> None:
+    import functools
+
+    flow = nbflow.Flow("callables", store=store)
+    v = flow.add_input("v", int)
+    for kind, make in [("partial", lambda f: functools.partial(scaled, factor=f)),
+                       ("method", lambda f: Scaler(f).apply),
+                       ("object", Scaler)]:
+        flow.add_output(f"{kind}_out", flow.add_step(make(2), v=v, name=kind))
+        assert flow(v=5)[f"{kind}_out"] == 10
+        flow.add_step(make(3), v=v, name=kind)  # same step name, different bound state
+        assert flow(v=5)[f"{kind}_out"] == 15, kind
+    with pytest.raises(BindingError, match="pass name="):
+        flow.add_step(lambda v: v, v=v)
+    assert flow.add_step(lambda v: v, v=v, name="ident") == "ident"
