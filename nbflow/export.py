@@ -110,6 +110,7 @@ class _FunctionStep:
     source: str  # the def with its decorators, @nbflow.step rewritten to @flow.step
     comments: list[str]  # markdown and comments that preceded it
     func_name: str
+    outputs: tuple[str, ...]
 
 
 @dataclass
@@ -127,16 +128,18 @@ class _Exporter:
     precedes, comments above anything else.
     """
 
-    def __init__(self, nb: Any, name: str, store: str) -> None:
+    def __init__(self, nb: Any, name: str, store: str, workdir: str = ".") -> None:
         self.nb = nb
         self.name = name
         self.store = store
+        self.workdir = workdir
         self.issues: list[ExportIssue] = []
         self.imports: list[str] = []
         self.blocks: list[_Block] = []  # plain code: runs at import, before any step
         self.params: dict[str, _Param] = {}
         self.param_notes: list[str] = []
         self.steps: list[_Step | _FunctionStep] = []
+        self.items: list[_Step | _FunctionStep | _Block] = []  # steps and comments, in order
         self.trailing: list[str] = []
         self.doc_lines: list[str] = []
         self.needs_subprocess = False
@@ -187,6 +190,10 @@ class _Exporter:
         return doc
 
     # steps ---------------------------------------------------------------------------------------
+    def add_step(self, step: _Step | _FunctionStep) -> None:
+        self.steps.append(step)
+        self.items.append(step)
+
     def read_step(self, cell: int, source: str) -> None:
         """A ``%%step`` cell, read the way :mod:`nbflow.notebook.cellstep` reads it."""
         from .notebook.args import parse_step_line
@@ -235,7 +242,7 @@ class _Exporter:
         if args.remote:
             notes.append("# nbflow: --remote in the notebook; this script runs the step here")
         reads = tuple(dict.fromkeys([*info.reads, *args.inputs, *([args.foreach] if args.foreach else [])]))
-        self.steps.append(_Step(
+        self.add_step(_Step(
             cell=cell, name=args.name, func_name=args.name, inputs=(), outputs=outputs,
             body=lines, doc=doc, options={}, notes=notes, original=transformed,
             translated=translated, reads=reads, declared=(*args.inputs, *([args.foreach] if args.foreach else [])),
@@ -317,6 +324,7 @@ class _Exporter:
         self.param_notes.extend(self.take_markdown_comments())
         comments = _line_comments(transformed)
         lines = transformed.split("\n")
+        self.param_notes.extend(x.strip() for x in lines if x.strip().startswith("#"))
         rest: list[str] = []
         for node in tree.body:
             target, value = _simple_assignment(node)
@@ -421,7 +429,7 @@ class _Exporter:
                     _nbflow_step_decorator(node, self.nbflow_names):
                 comments = [x for x in [*keep, *leading] if x.strip()]
                 keep = []
-                self.steps.append(self.function_step(cell, node, seg, comments))
+                self.add_step(self.function_step(cell, node, seg, comments))
                 continue
             keep.extend(leading)
             keep.extend(seg)
@@ -430,7 +438,9 @@ class _Exporter:
             keep.pop()
         while keep and not keep[0].strip():
             keep.pop(0)
-        if keep:
+        if keep and self.steps and all(x.lstrip().startswith("#") or not x.strip() for x in keep):
+            self.items.append(_Block(cell, keep))  # only comments: they stay among the steps
+        elif keep:
             self.blocks.append(_Block(cell, keep))
 
     def note_nbflow_import(self, node: ast.Import | ast.ImportFrom) -> None:
@@ -455,21 +465,31 @@ class _Exporter:
                         break
             rewritten.append(line)
         name = node.name
+        outputs: tuple[str, ...] | None = None
         for d in node.decorator_list:
             if isinstance(d, ast.Call):
                 for kw in d.keywords:
                     if kw.arg == "name" and isinstance(kw.value, ast.Constant):
                         name = str(kw.value.value)
+                    elif kw.arg == "outputs":
+                        try:
+                            value = ast.literal_eval(kw.value)
+                        except ValueError:
+                            self.error(cell, f"step '{node.name}': outputs= must be written out "
+                                       "(a string or a tuple of strings) for the export to see it")
+                            value = ()
+                        outputs = (value,) if isinstance(value, str) else tuple(value or ())
         if isinstance(node, ast.AsyncFunctionDef):
             self.error(cell, f"step '{name}' is an async function; nbflow runs plain functions")
-        return _FunctionStep(cell, name, "\n".join(rewritten), comments, node.name)
+        return _FunctionStep(cell, name, "\n".join(rewritten), comments, node.name,
+                             outputs or (name,))
 
     # -- resolving --------------------------------------------------------------------------------
     def finish(self) -> None:
         """What needs the whole notebook: inputs, name clashes, plain cells that read steps."""
         produced: dict[str, str] = {}
         for s in self.steps:
-            for o in (s.outputs if isinstance(s, _Step) else ()):
+            for o in s.outputs:
                 if o in produced and produced[o] != s.name:
                     self.error(s.cell, f"steps '{produced[o]}' and '{s.name}' both define '{o}'; "
                                "rename one of them (the notebook requires this too)")
@@ -479,7 +499,7 @@ class _Exporter:
             self.error(next(s.cell for s in self.steps if s.name == n),
                        f"two cells define the step '{n}'; give each step its own name")
         top = self.top_level_names()
-        reserved = {"flow", "nbflow", "locate_store", *(["subprocess"] if self.needs_subprocess else [])}
+        reserved = {"flow", "nbflow", "locate_store", "beside", *(["subprocess"] if self.needs_subprocess else [])}
         for s in self.steps:
             if isinstance(s, _Step):
                 self.resolve_step(s, produced, top | reserved)
@@ -594,15 +614,16 @@ class _Exporter:
                f"    python {script_name} show                      # steps, edges, docstrings",
                f"    python {script_name} resume                    # rerun from the failed step",
                "",
-               f"The store is {self.store} relative to this file (the notebook's cache);",
-               "$NBFLOW_STORE or run --store PATH override it."]
+               f"Steps run in the notebook's folder ({self.workdir} from here), so relative paths",
+               "in them resolve as in the notebook. The store is the notebook's cache,",
+               f"{self.store} from here; $NBFLOW_STORE or run --store PATH override it."]
         out.append('"""' + _doc_escape("\n".join(doc).strip()) + '\n"""')
         out.append("")
         user = [*(["import subprocess"] if self.needs_subprocess else []), *self.imports]
         out.extend(_sorted_imports(list(dict.fromkeys(user))))
         if user:
             out.append("")
-        out.extend(["import nbflow", "from nbflow.script import locate_store"])
+        out.extend(["import nbflow", "from nbflow.script import beside, locate_store"])
         previous_def = False
         for b in self.blocks:
             has_def = _defines(b.lines)
@@ -610,7 +631,7 @@ class _Exporter:
             out.extend(b.lines)
             previous_def = has_def
         out.extend(["", ""] if previous_def else [""])
-        out.append(f"flow = nbflow.Flow({json.dumps(self.name)}, "
+        out.append(f"flow = nbflow.Flow({json.dumps(flow_name(self.name))}, "
                    f"store=locate_store(__file__, {json.dumps(self.store)}))")
         if self.params or self.param_notes:
             out.append("")
@@ -620,9 +641,11 @@ class _Exporter:
                 if p.comment and not any(e.startswith("help=") for e in p.extra):
                     args.append(f"help={json.dumps(p.comment)}")
                 out.append(f"flow.param({', '.join(args)})")
-        for s in self.steps:
-            out.append("")
-            out.append("")
+        for s in self.items:
+            out.extend(["", ""])
+            if isinstance(s, _Block):
+                out.extend(s.lines)
+                continue
             if isinstance(s, _FunctionStep):
                 out.extend(s.comments)
                 out.append(s.source)
@@ -642,7 +665,7 @@ class _Exporter:
         out.append("")
         out.append("")
         out.append('if __name__ == "__main__":')
-        out.append("    flow.main()")
+        out.append(f"    flow.main(workdir=beside(__file__, {json.dumps(self.workdir)}))")
         return _lint_marks("\n".join(_wrap_comments(out)) + "\n")
 
     # -- checking ---------------------------------------------------------------------------------
@@ -856,11 +879,12 @@ def _lint_marks(text: str) -> str:
         if not isinstance(func, ast.FunctionDef):
             continue
         loaded = {n.id for n in ast.walk(func) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-        for node in ast.walk(func):
-            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and node.id not in loaded:
-                marks.setdefault(node.lineno, "F841")
-            elif isinstance(node, ast.ExceptHandler) and node.name and node.name not in loaded:
-                marks.setdefault(node.lineno, "F841")
+        for sub in ast.walk(func):
+            if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store) and sub.id not in loaded \
+                    and not sub.id.startswith("_"):
+                marks.setdefault(sub.lineno, "F841")
+            elif isinstance(sub, ast.ExceptHandler) and sub.name and sub.name not in loaded:
+                marks.setdefault(sub.lineno, "F841")
     if not marks:
         return text
     comments = _line_comments(text)
@@ -1033,15 +1057,20 @@ def _is_nbflow_only_import(node: ast.Import | ast.ImportFrom) -> bool:
 
 # -- public API ------------------------------------------------------------------------------------
 def notebook_to_script(
-    nb: Any, name: str, *, store: str = ".nbflow", script_name: str | None = None
+    nb: Any,
+    name: str,
+    *,
+    store: str = ".nbflow",
+    workdir: str = ".",
+    script_name: str | None = None,
 ) -> tuple[str, list[ExportIssue]]:
-    """The script for notebook node ``nb`` (flow ``name``) and the issues found.
+    """The script for notebook node ``nb`` (the notebook file's stem is ``name``) and the issues.
 
-    ``store`` is the notebook's store relative to where the script will live. Raises
-    :class:`ExportError` listing every error; warnings are returned (and written into the script
-    as ``# nbflow:`` comments where they concern code).
+    ``store`` and ``workdir`` are the notebook's store and folder relative to where the script
+    will live. Raises :class:`ExportError` listing every error; warnings are returned (and
+    written into the script as ``# nbflow:`` comments where they concern code).
     """
-    ex = _Exporter(nb, name, store)
+    ex = _Exporter(nb, name, store, workdir)
     ex.read()
     ex.finish()
     errors = [i for i in ex.issues if i.level == "error"]
@@ -1052,22 +1081,36 @@ def notebook_to_script(
     return text, ex.issues
 
 
-def notebook_store(notebook: Path, nb: Any = None) -> Path:
-    """Where the notebook keeps its cache: ``%flow config store=PATH`` if a cell sets it (relative
-    to the notebook's folder), else ``.nbflow`` beside the notebook."""
-    folder = notebook.resolve().parent
-    if nb is not None:
-        for cell in nb.cells:
-            if cell.cell_type != "code":
-                continue
-            for line in str(cell.source).splitlines():
-                m = re.match(r"^\s*%flow\s+config\s+(.*)$", line)
-                if m:
-                    for word in m.group(1).split():
-                        k, _, v = word.partition("=")
-                        if k == "store" and v:
-                            return Path(v) if os.path.isabs(v) or "://" in v else folder / v
-    return folder / ".nbflow"
+def flow_name(stem: str) -> str:
+    """The flow's name, as the notebook adapter derives it from the notebook's file name."""
+    from .notebook import flow_name as derive
+
+    return str(derive(stem + ".ipynb"))
+
+
+def notebook_store(notebook: Path, nb: Any = None) -> str:
+    """Where the notebook keeps its cache: ``%flow config store=PATH`` if a cell sets it
+    (relative to the notebook's folder), else ``.nbflow`` beside the notebook."""
+    from .notebook.session import resolve_store
+
+    folder = str(notebook.resolve().parent)
+    for cell in (nb.cells if nb is not None else []):
+        if cell.cell_type != "code":
+            continue
+        for line in str(cell.source).splitlines():
+            m = re.match(r"^\s*%flow\s+config\s+(.*)$", line)
+            for word in (m.group(1).split() if m else []):
+                key, _, value = word.partition("=")
+                if key == "store" and value:
+                    return str(resolve_store(value, folder))
+    return os.path.join(folder, ".nbflow")
+
+
+def _relative(target: str, start: Path) -> str:
+    """``target`` relative to folder ``start`` with forward slashes (URLs unchanged)."""
+    if "://" in target:
+        return target
+    return os.path.relpath(target, start).replace(os.sep, "/")
 
 
 def export_notebook(
@@ -1087,7 +1130,7 @@ def export_notebook(
     import nbformat
 
     nb_path = Path(path)
-    if not nb_path.exists():
+    if not nb_path.is_file():
         raise NbflowError(f"notebook {nb_path} does not exist")
     try:
         nb = nbformat.read(str(nb_path), as_version=4)
@@ -1095,12 +1138,10 @@ def export_notebook(
         raise NbflowError(f"{nb_path} is not a readable notebook ({type(e).__name__}: {e})") from e
     out_path = Path(out) if out is not None else None
     script_dir = (out_path.resolve().parent if out_path is not None else nb_path.resolve().parent)
-    if store is None:
-        nb_store = notebook_store(nb_path, nb)
-        store = (str(nb_store) if "://" in str(nb_store)
-                 else os.path.relpath(nb_store, script_dir).replace(os.sep, "/"))
     text, issues = notebook_to_script(
-        nb, nb_path.stem, store=store,
+        nb, nb_path.stem,
+        store=store if store is not None else _relative(notebook_store(nb_path, nb), script_dir),
+        workdir=_relative(str(nb_path.resolve().parent), script_dir),
         script_name=out_path.name if out_path is not None else f"{nb_path.stem}_flow.py",
     )
     stream = report if report is not None else sys.stderr
@@ -1139,9 +1180,7 @@ def _make_exporter() -> type:
             meta = resources.get("metadata", {})
             name = str(meta.get("name") or "notebook")
             folder = Path(meta.get("path") or ".").resolve()
-            nb_store = notebook_store(folder / f"{name}.ipynb", nb_copy)
-            store = (str(nb_store) if "://" in str(nb_store)
-                     else os.path.relpath(nb_store, folder).replace(os.sep, "/"))
+            store = _relative(notebook_store(folder / f"{name}.ipynb", nb_copy), folder)
             text, issues = notebook_to_script(nb_copy, name, store=store, script_name=f"{name}_flow.py")
             for issue in issues:
                 self.log.warning("%s.ipynb %s", name, issue)

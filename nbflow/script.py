@@ -47,20 +47,28 @@ _RESERVED = frozenset({"from", "to", "from_step", "to_step", "store", "help", "q
 class ScriptMixin:
     """Adds :meth:`main` to :class:`~nbflow.Flow`: ``if __name__ == "__main__": flow.main()``."""
 
-    def main(self, argv: Sequence[str] | None = None, *, exit: bool = True) -> int:
+    def main(self, argv: Sequence[str] | None = None, *, exit: bool = True,
+             workdir: str | None = None) -> int:
         """Run the command line ``argv`` (default ``sys.argv[1:]``) against this flow.
 
-        Returns the exit status (0 ok, 1 a step failed, 2 bad usage) or, with ``exit=True``
-        (what a script wants), exits the process with it.
+        ``workdir``: the folder steps run in (an exported script passes the notebook's, so the
+        cells' relative paths resolve as they did in the notebook). Returns the exit status
+        (0 ok, 1 a step failed, 2 bad usage) or, with ``exit=True`` (what a script wants),
+        exits the process with it.
         """
         try:
-            code = main(self, argv)  # type: ignore[arg-type]
+            code = main(self, argv, workdir=workdir)  # type: ignore[arg-type]
         except BrokenPipeError:  # `show | head`: the reader left; not an error of the flow
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             code = 0
         if exit:
             sys.exit(code)
         return code
+
+
+def beside(script_file: str, relative: str) -> str:
+    """``relative`` resolved against the folder of ``script_file`` (use ``__file__``)."""
+    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(script_file)), relative))
 
 
 def locate_store(script_file: str, relative: str) -> str:
@@ -143,8 +151,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="write what ran, what was cached and what failed as JSON")
 
 
-def main(flow: Flow, argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` and run one command; returns the exit status."""
+def main(flow: Flow, argv: Sequence[str] | None = None, workdir: str | None = None) -> int:
+    """Parse ``argv`` and run one command (in ``workdir``, if given); returns the exit status."""
     from .parameters import check_names
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -158,7 +166,18 @@ def main(flow: Flow, argv: Sequence[str] | None = None) -> int:
         print(f"nbflow: {e}", file=sys.stderr)
         return 2
     if getattr(args, "store", None):
-        flow.store = args.store
+        flow.store = os.path.abspath(args.store) if "://" not in args.store else args.store
+    elif isinstance(flow._store_location, str | os.PathLike) and flow._store is None:
+        location = os.fspath(flow._store_location)
+        if "://" not in location:
+            flow.store = os.path.abspath(location)  # before a chdir changes what it means
+    if workdir is not None and args.command != "show":
+        try:
+            os.chdir(workdir)
+        except OSError as e:
+            print(f"nbflow: cannot run in {workdir} ({e.strerror}); the steps expect the "
+                  "notebook's folder", file=sys.stderr)
+            return 2
     _install_display()
     try:
         if args.command == "show":
