@@ -429,6 +429,10 @@ def _format(e: BaseException) -> str:
     return "".join(traceback.format_exception(type(e), e, e.__traceback__))
 
 
+RECORD_ITEMS = 100  # containers longer than this are summarized in records
+RECORD_TEXT = 1000  # and texts longer than this are cut
+
+
 def describe_record(
     flow: str, step: Step, key: str, merged: Mapping[str, str], params: Mapping[str, Any],
     output_digests: Mapping[str, str] | None = None,
@@ -439,14 +443,21 @@ def describe_record(
 
     from . import __version__
 
-    def jsonable(v: Any) -> Any:
-        if isinstance(v, str | int | float | bool) or v is None:
+    def jsonable(v: Any, depth: int = 0) -> Any:
+        # parameters are shown by value when small; a large one (a data list passed as a flow
+        # input) is summarized, its exact content being named by its digest under "inputs"
+        if isinstance(v, str):
+            return v if len(v) <= RECORD_TEXT else v[:RECORD_TEXT] + f"… ({len(v)} chars)"
+        if isinstance(v, int | float | bool) or v is None:
             return v
+        if isinstance(v, list | tuple | dict) and (len(v) > RECORD_ITEMS or depth > 3):
+            return f"<{type(v).__name__} of {len(v)} items>"
         if isinstance(v, list | tuple):
-            return [jsonable(x) for x in v]
+            return [jsonable(x, depth + 1) for x in v]
         if isinstance(v, dict):
-            return {str(k): jsonable(x) for k, x in v.items()}
-        return repr(v)
+            return {str(k): jsonable(x, depth + 1) for k, x in v.items()}
+        text = repr(v)
+        return text if len(text) <= RECORD_TEXT else text[:RECORD_TEXT] + "…"
 
     return {
         "flow": flow,
