@@ -184,3 +184,20 @@ def test_partial_graph_runs_from_any_output(tmp_path: Path) -> None:
     r = flow.run("train")
     assert r.executed == ["train"] and r.cached == ["data"]
     assert flow.run("score").executed == ["score"]
+
+
+def test_large_parameters_are_summarized_in_records(tmp_path: Path) -> None:
+    flow = nbflow.Flow("big", store=tmp_path)
+    x = flow.add_input("x", list[int])
+
+    def total(x: list[int], note: str) -> int:
+        return sum(x)
+
+    flow.add_output("o", flow.add_step(total, x=x, note="n" * 5000))
+    data = list(range(100_000))
+    assert flow(x=data) == {"o": sum(data)}
+    record = flow.describe("total")
+    assert record["params"]["x"] == "<list of 100000 items>"
+    assert record["params"]["total.note"].endswith("… (5000 chars)")
+    assert record["inputs"]["x"] == value_digest(data)  # the exact content, by digest
+    assert len(json.dumps(record)) < 3000
