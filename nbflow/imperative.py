@@ -31,8 +31,8 @@ from .nodes import (
     check_bound_types,
     check_input_value,
     check_signature,
+    node_name,
     precheck_inputs,
-    unique_name,
 )
 from .store.codec import value_digest
 from .typecheck import BindingError, FlowTypeError, hints_of, mismatch, type_name
@@ -178,7 +178,7 @@ class ImperativeMixin:
                 raise BindingError(
                     f"add_step: a {base_name} has no usable name; pass name='...' for the step"
                 )
-        step_name = check_name(name) if name else unique_name(flow, base_name)
+        step_name = node_name(flow, name, base_name)
         try:
             defaults, _ = check_signature("step", step_name, func, all_bindings)
         except BindingError as e:

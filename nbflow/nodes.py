@@ -372,6 +372,19 @@ def unique_name(flow: Flow, base: str) -> str:
     return f"{base}_{i}"
 
 
+def node_name(flow: Flow, name: str | None, base: str) -> str:
+    """The step name of a new node: ``name`` if given (replacing a step of that name), else the
+    first free one of ``base``, ``base_2``... A flow input's name is never a step's name."""
+    from .flow import check_name
+
+    if name is None:
+        return unique_name(flow, base)
+    check_name(name)
+    if name in flow.graph.inputs:
+        raise BindingError(f"'{name}' is an input of flow '{flow.name}'; give the node another name")
+    return name
+
+
 def precheck_inputs(flow: Flow, targets: list[str],
                     params: Mapping[str, Any] | None = None, *, declared: bool = True) -> None:
     """Before a run: every flow input the plan reads has a value, of its declared type (unless
@@ -428,6 +441,7 @@ __all__ = [
     "check_argument",
     "check_input_value",
     "check_signature",
+    "node_name",
     "precheck_inputs",
     "unique_name",
 ]

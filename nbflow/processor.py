@@ -32,8 +32,8 @@ from .nodes import (
     check_argument,
     check_bound_types,
     check_signature,
+    node_name,
     precheck_inputs,
-    unique_name,
 )
 from .store.codec import value_digest
 from .typecheck import BindingError, hints_of
@@ -261,8 +261,6 @@ class ProcessGraphMixin:
         hints now, and the real values again before each run. The node is named after the class
         (``SumInt``, ``SumInt_2``...) unless ``name=`` is given (replacing a step of that name).
         """
-        from .flow import check_name
-
         flow = self._me()
         if not (isinstance(processor, type) and issubclass(processor, Processor)):
             raise BindingError(
@@ -271,7 +269,7 @@ class ProcessGraphMixin:
             )
         inputs = dict(inputs or {})
         init_kwargs = dict(init_kwargs or {})
-        step_name = check_name(name) if name else unique_name(flow, processor.__name__)
+        step_name = node_name(flow, name, processor.__name__)
         _check_init(step_name, processor, init_kwargs)
         defaults, _ = check_signature("node", step_name, processor.process, inputs, skip_first=True)
         bound = bind(flow, step_name, {**inputs, **defaults})

@@ -212,6 +212,8 @@ def test_names_reprs_and_hashing(store: Path) -> None:
     # a reference is its engine name: every Flow method takes it
     assert flow.topological_order(named) == ["fit"]
     assert flow.node("slope_2") is again
+    with pytest.raises(BindingError, match="'x' is an input of flow"):
+        flow.add_step(slope, name="x", x=flow.inputs["x"], y=flow.inputs["y"])
 
 
 def test_events_status_and_widget_graph(store: Path) -> None:
