@@ -28,17 +28,15 @@ cell) and nbformat are imported lazily.
 from __future__ import annotations
 
 import ast
-import io
 import json
 import os
 import re
 import sys
-import tokenize
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from . import export_text as xt
 from . import keys
 from .analysis import AnalysisError, analyze
 from .errors import NbflowError
@@ -48,9 +46,6 @@ _SESSION_MAGICS = frozenset({"matplotlib", "config", "load_ext", "reload_ext", "
                              "aimport", "precision", "pylab"})
 #: cell magics whose body is ordinary Python that runs the same without them
 _TRANSPARENT_CELL_MAGICS = frozenset({"time", "timeit", "capture"})
-#: names only an interactive session has
-_INTERACTIVE = re.compile(r"^(_|__|___|_\d+|_i|_ii|_iii|_i\d+|_oh|_ih|_dh|In|Out|get_ipython)$")
-_WIDGET_MODULES = ("ipywidgets",)
 
 
 class ExportError(NbflowError):
@@ -178,7 +173,7 @@ class _Exporter:
         self.trailing = self.take_markdown_comments()
 
     def take_markdown_comments(self) -> list[str]:
-        lines = [_comment(x) for x in self._markdown]
+        lines = [xt.comment(x) for x in self._markdown]
         self._markdown = []
         self._markdown_cell = 0
         return lines
@@ -210,7 +205,7 @@ class _Exporter:
         if not body.strip():
             self.error(cell, f"step '{args.name}' is empty; write the step's code below the %%step line")
             return
-        transformed = _transform(body)
+        transformed = xt.transform(body)
         try:
             info = analyze(transformed)
         except AnalysisError as e:
@@ -228,7 +223,7 @@ class _Exporter:
             self.error(cell, f"step '{args.name}': --ignore names "
                        f"{', '.join(repr(n) for n in unknown_ignore)}, which the cell does not read")
             return
-        if _uses_await(transformed):
+        if xt.uses_await(transformed):
             self.error(cell, f"step '{args.name}' uses top-level await, which a function cannot; "
                        "wrap the awaited code in asyncio.run(...) in the cell")
             return
@@ -236,8 +231,8 @@ class _Exporter:
         if lines is None:
             return
         notes: list[str] = []
-        if doc is not None and _starts_with_string(transformed):
-            notes.extend(_comment(x) for x in doc.splitlines())
+        if doc is not None and xt.starts_with_string(transformed):
+            notes.extend(xt.comment(x) for x in doc.splitlines())
             doc = None
         if args.remote:
             notes.append("# nbflow: --remote in the notebook; this script runs the step here")
@@ -265,7 +260,7 @@ class _Exporter:
             what = f"step '{step}'" if step else "the cell"
             self.error(cell, f"{what} has a syntax error on line {e.lineno}: {e.msg}")
             return None, False
-        magics = _magic_statements(tree)
+        magics = xt.magic_statements(tree)
         if not magics:
             return raw, False
         out = list(raw)
@@ -283,7 +278,7 @@ class _Exporter:
 
             if kind in ("system", "getoutput"):
                 self.needs_subprocess = True
-                cmd = _shell_literal(arg)
+                cmd = xt.shell_literal(arg)
                 if kind == "system":
                     new = f"subprocess.run({cmd}, shell=True, check=True)"
                 else:
@@ -314,7 +309,7 @@ class _Exporter:
     def read_parameters(self, cell: int, source: str) -> None:
         """A cell tagged ``parameters``: each ``name = value`` is a parameter (papermill's
         convention; a trailing comment becomes its help). Other statements are plain code."""
-        transformed = _transform(source)
+        transformed = xt.transform(source)
         try:
             tree = ast.parse(transformed)
         except SyntaxError as e:
@@ -322,16 +317,16 @@ class _Exporter:
             return
         self._source = transformed
         self.param_notes.extend(self.take_markdown_comments())
-        comments = _line_comments(transformed)
+        comments = xt.line_comments(transformed)
         lines = transformed.split("\n")
         self.param_notes.extend(x.strip() for x in lines if x.strip().startswith("#"))
         rest: list[str] = []
         for node in tree.body:
-            target, value = _simple_assignment(node)
+            target, value = xt.simple_assignment(node)
             if self.param_call(cell, node):
                 continue
             if target is None or value is None:
-                rest.extend(lines[_first_line(node) - 1: node.end_lineno or node.lineno])
+                rest.extend(lines[xt.first_line(node) - 1: node.end_lineno or node.lineno])
                 continue
             reads = {n.id for n in ast.walk(value) if isinstance(n, ast.Name)} & set(self.params)
             if reads:
@@ -352,7 +347,7 @@ class _Exporter:
     def param_call(self, cell: int, node: ast.stmt) -> bool:
         """``alpha = nbflow.param("alpha", 0.01, ...)`` or a bare ``nbflow.param(...)``."""
         call = getattr(node, "value", None)
-        if not (isinstance(call, ast.Call) and _is_nbflow_attr(call.func, "param", self.nbflow_names)):
+        if not (isinstance(call, ast.Call) and xt.is_nbflow_attr(call.func, "param", self.nbflow_names)):
             return False
         first = call.args[0] if call.args else None
         if not (isinstance(first, ast.Constant) and isinstance(first.value, str)):
@@ -360,7 +355,7 @@ class _Exporter:
                        "e.g. alpha = nbflow.param('alpha', 0.01)")
             return True
         pname = first.value
-        target, _ = _simple_assignment(node)
+        target, _ = xt.simple_assignment(node)
         if target is not None and target != pname:
             self.error(cell, f"nbflow.param('{pname}', ...) is assigned to '{target}'; use the "
                        f"same name ({pname} = nbflow.param('{pname}', ...)) so steps read it by name")
@@ -395,9 +390,9 @@ class _Exporter:
                 self.warn(cell, f"cell magic {magic.strip()!r} is not exported (commented out in the script)")
                 self.blocks.append(_Block(cell, [
                     *markdown, f"# nbflow: not exported (IPython cell magic): {magic.strip()}",
-                    *(_comment(x, raw=True) for x in body.rstrip().split("\n"))]))
+                    *(xt.comment(x, raw=True) for x in body.rstrip().split("\n"))]))
                 return
-        transformed = _transform(source)
+        transformed = xt.transform(source)
         lines, _ = self.translate_lines(cell, source, transformed, step=None)
         if lines is None:
             return
@@ -410,7 +405,7 @@ class _Exporter:
         keep: list[str] = [*markdown]
         last_end = 0
         for node in tree.body:
-            start = _first_line(node)
+            start = xt.first_line(node)
             end = node.end_lineno or node.lineno
             leading = [x for x in lines[last_end:start - 1]]
             seg = lines[start - 1:end]
@@ -419,14 +414,14 @@ class _Exporter:
                 self.note_nbflow_import(node)
                 keep.extend(x for x in leading if x.strip())
                 stmt = "\n".join(seg).strip()
-                if not _is_nbflow_only_import(node) and stmt not in self.imports:
+                if not xt.is_nbflow_only_import(node) and stmt not in self.imports:
                     self.imports.append(stmt)
                 continue
             if self.param_call(cell, node):
                 keep.extend(leading)
                 continue
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and \
-                    _nbflow_step_decorator(node, self.nbflow_names):
+                    xt.nbflow_step_decorator(node, self.nbflow_names):
                 comments = [x for x in [*keep, *leading] if x.strip()]
                 keep = []
                 self.add_step(self.function_step(cell, node, seg, comments))
@@ -506,7 +501,7 @@ class _Exporter:
         self.check_plain_blocks(produced)
         clash = sorted(reserved & top)
         if clash:
-            self.error(next(b.cell for b in self.blocks if clash[0] in _binds(b.lines)),
+            self.error(next(b.cell for b in self.blocks if clash[0] in xt.binds(b.lines)),
                        f"the notebook binds '{clash[0]}', a name the script needs for itself; rename it")
         if not self.steps:
             self.error(1, "the notebook has no steps: mark cells with %%step NAME (or decorate "
@@ -520,7 +515,7 @@ class _Exporter:
         if not s.cache:
             s.options["cache"] = "False"
         if ignored:
-            s.options["ignore"] = _tuple_src(ignored)
+            s.options["ignore"] = xt.tuple_src(ignored)
         if s.foreach:
             s.options["foreach"] = json.dumps(s.foreach)
         external_ignored = [n for n in s.ignore if n not in s.inputs]
@@ -533,17 +528,17 @@ class _Exporter:
                        "a function cannot (its local would hide the global): bind the result "
                        "to a new name")
         for r in s.reads:
-            if r not in s.inputs and r not in top and not _INTERACTIVE.match(r):
+            if r not in s.inputs and r not in top and not xt.INTERACTIVE.match(r):
                 self.warn(s.cell, f"step '{s.name}' reads '{r}', which no exported cell defines; "
                           "define it in a plain cell or a step")
                 s.notes.append(f"# nbflow: warning: reads '{r}', which no exported cell defines")
-        interactive = _interactive_reads(s.original, s.binds)
+        interactive = xt.interactive_reads(s.original, s.binds)
         if interactive:
             self.warn(s.cell, f"step '{s.name}' reads {', '.join(interactive)}: interactive state "
                       "a script does not have")
             s.notes.append(f"# nbflow: warning: reads {', '.join(interactive)}, interactive "
                            "state a script does not have")
-        if _uses_widgets(s.original):
+        if xt.uses_widgets(s.original):
             self.warn(s.cell, f"step '{s.name}' uses ipywidgets, which do nothing in a script")
             s.notes.append("# nbflow: warning: uses ipywidgets, which do nothing in a script")
         if s.name in top:
@@ -557,7 +552,7 @@ class _Exporter:
         """Every name the script binds at module level (imports, plain code, function steps)."""
         found: set[str] = set()
         for text in [*self.imports, *("\n".join(b.lines) for b in self.blocks)]:
-            found |= _binds(text.split("\n"))
+            found |= xt.binds(text.split("\n"))
         for s in self.steps:
             if isinstance(s, _FunctionStep):
                 found.add(s.func_name)
@@ -576,9 +571,9 @@ class _Exporter:
                 continue
             if not tree.body:
                 continue
-            top_reads = _top_level_reads(tree)
+            top_reads = xt.top_level_reads(tree)
             from_steps = [r for r in info.reads if r in top_reads and (r in produced or r in self.params)]
-            interactive = _interactive_reads(text, info.binds)
+            interactive = xt.interactive_reads(text, info.binds)
             if from_steps or interactive:
                 if from_steps:
                     what = ", ".join(f"'{r}'" + (" (a parameter)" if r in self.params
@@ -591,15 +586,15 @@ class _Exporter:
                     fix = "rewrite it without them to keep it"
                 self.warn(b.cell, f"a plain cell {why}; it is commented out in the script ({fix})")
                 b.lines = [f"# nbflow: not exported: this cell {why}; {fix}",
-                           *(_comment(x, raw=True) for x in b.lines)]
+                           *(xt.comment(x, raw=True) for x in b.lines)]
                 continue
-            for func, names in _helper_globals(text).items():
+            for func, names in xt.helper_globals(text).items():
                 bad = [n for n in names if n in produced or n in self.params]
                 if bad:
                     kind = "a parameter" if bad[0] in self.params else f"made by step '{produced[bad[0]]}'"
                     self.warn(b.cell, f"helper '{func}' reads the global '{bad[0]}' ({kind}); in the "
                               "script it is not a global: pass it to the helper as an argument")
-            b.lines = _mark_useless(b.lines)
+            b.lines = xt.mark_useless(b.lines)
 
     # -- writing ----------------------------------------------------------------------------------
     def write(self, script_name: str) -> str:
@@ -617,16 +612,16 @@ class _Exporter:
                f"Steps run in the notebook's folder ({self.workdir} from here), so relative paths",
                "in them resolve as in the notebook. The store is the notebook's cache,",
                f"{self.store} from here; $NBFLOW_STORE or run --store PATH override it."]
-        out.append('"""' + _doc_escape("\n".join(doc).strip()) + '\n"""')
+        out.append('"""' + xt.doc_escape("\n".join(doc).strip()) + '\n"""')
         out.append("")
         user = [*(["import subprocess"] if self.needs_subprocess else []), *self.imports]
-        out.extend(_sorted_imports(list(dict.fromkeys(user))))
+        out.extend(xt.sorted_imports(list(dict.fromkeys(user))))
         if user:
             out.append("")
         out.extend(["import nbflow", "from nbflow.script import beside, locate_store"])
         previous_def = False
         for b in self.blocks:
-            has_def = _defines(b.lines)
+            has_def = xt.defines(b.lines)
             out.extend(["", ""] if has_def or previous_def else [""])
             out.extend(b.lines)
             previous_def = has_def
@@ -651,12 +646,12 @@ class _Exporter:
                 out.append(s.source)
                 continue
             out.extend(s.notes)
-            opts = {"outputs": _tuple_src(s.outputs), **s.options}
+            opts = {"outputs": xt.tuple_src(s.outputs), **s.options}
             out.append(f"@flow.step({', '.join(f'{k}={v}' for k, v in opts.items())})")
             out.append(f"def {s.func_name}({', '.join(s.inputs)}):")
             if s.doc:
-                out.append(_indent_doc(s.doc))
-            out.extend(_indent_block(s.body))
+                out.append(xt.indent_doc(s.doc))
+            out.extend(xt.indent_block(s.body))
             out.append(f"    return {', '.join(s.outputs)}")
         if self.trailing:
             out.append("")
@@ -666,7 +661,7 @@ class _Exporter:
         out.append("")
         out.append('if __name__ == "__main__":')
         out.append(f"    flow.main(workdir=beside(__file__, {json.dumps(self.workdir)}))")
-        return _lint_marks("\n".join(_wrap_comments(out)) + "\n")
+        return xt.lint_marks("\n".join(xt.wrap_comments(out)) + "\n")
 
     # -- checking ---------------------------------------------------------------------------------
     def verify(self, text: str) -> None:
@@ -686,373 +681,6 @@ class _Exporter:
             if got != want:
                 raise NbflowError(f"nbflow export: step '{s.name}' (cell {s.cell}) would not share "
                                   "the notebook's cache key; please report this with the notebook")
-
-
-# -- helpers ---------------------------------------------------------------------------------------
-def _transform(source: str) -> str:
-    """IPython's ``transform_cell``: what the notebook analyses and keys a cell by."""
-    from IPython.core.inputtransformer2 import TransformerManager
-
-    return str(TransformerManager().transform_cell(source))
-
-
-def _magic_statements(tree: ast.AST) -> dict[int, tuple[str, str, str, str]]:
-    """line -> (kind, magic name, argument, assignment target) for every ``get_ipython()`` call
-    statement: kind is system, getoutput, line (a line magic) or cell."""
-    found: dict[int, tuple[str, str, str, str]] = {}
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Expr | ast.Assign):
-            continue
-        call = node.value
-        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
-                and isinstance(call.func.value, ast.Call) and isinstance(call.func.value.func, ast.Name)
-                and call.func.value.func.id == "get_ipython"):
-            continue
-        method = call.func.attr
-        consts = [a.value for a in call.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
-        target = ""
-        if isinstance(node, ast.Assign):
-            target = ", ".join(ast.unparse(t) for t in node.targets)
-        if method in ("system", "getoutput"):
-            found[node.lineno] = (method, "", consts[0] if consts else "", target)
-        elif method == "run_line_magic":
-            found[node.lineno] = ("line", consts[0] if consts else "", consts[1] if len(consts) > 1 else "", target)
-        elif method == "run_cell_magic":
-            found[node.lineno] = ("cell", consts[0] if consts else "", "", target)
-        else:
-            found[node.lineno] = ("line", method, "", target)
-    return found
-
-
-def _shell_literal(cmd: str) -> str:
-    """A Python literal for a ``!`` command; IPython expands ``{expr}`` and ``$name`` in it."""
-    if "{" in cmd or re.search(r"(?<!\$)\$[A-Za-z_]", cmd):
-        text = re.sub(r"(?<!\$)\$([A-Za-z_]\w*)", r"{\1}", cmd).replace("$$", "$")
-        return "f" + json.dumps(text)
-    return json.dumps(cmd)
-
-
-def _comment(line: str, raw: bool = False) -> str:
-    if raw:
-        return "# " + line if line.strip() else "#"
-    return ("# " + line).rstrip() if line.strip() else "#"
-
-
-def _doc_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
-
-
-def _indent_doc(doc: str) -> str:
-    lines = _doc_escape(doc).split("\n")
-    if len(lines) == 1:
-        return f'    """{lines[0]}"""'
-    body = "\n".join(("    " + x).rstrip() for x in lines)
-    return f'    """{body.lstrip()}\n    """'
-
-
-def _string_continuation_lines(text: str) -> set[int]:
-    """1-based lines that continue a multi-line string: indenting them would change the string."""
-    inside: set[int] = set()
-    try:
-        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
-            if tok.type == tokenize.STRING and tok.end[0] > tok.start[0]:
-                inside.update(range(tok.start[0] + 1, tok.end[0] + 1))
-    except (tokenize.TokenError, IndentationError, SyntaxError):
-        pass
-    return inside
-
-
-def _indent_block(lines: list[str]) -> list[str]:
-    """Indent a cell's lines into a function body, leaving multi-line strings' inner lines be."""
-    lines = _mark_useless(lines)
-    keep = _string_continuation_lines("\n".join(lines) + "\n")
-    out = []
-    for n, line in enumerate(lines, start=1):
-        if n in keep:
-            out.append(line)
-        elif not line.strip():
-            out.append("")
-        else:
-            out.append("    " + line)
-    return out
-
-
-_USELESS = (ast.Name, ast.Attribute, ast.Compare, ast.Subscript, ast.BinOp, ast.Tuple, ast.List,
-            ast.Dict, ast.UnaryOp, ast.BoolOp)
-
-
-def _mark_useless(lines: list[str]) -> list[str]:
-    """A bare expression the notebook displayed (``df.shape``) does nothing in a script. It stays
-    (it is part of the step's code, hence of its key); a ``noqa`` says it is deliberate."""
-    try:
-        tree = ast.parse("\n".join(lines))
-    except SyntaxError:
-        return lines
-    marks = {n.lineno for n in ast.walk(tree)
-             if isinstance(n, ast.Expr) and isinstance(n.value, _USELESS) and n.end_lineno == n.lineno}
-    comments = _line_comments("\n".join(lines))
-    return [line + "  # noqa: B018" if i in marks and i not in comments else line
-            for i, line in enumerate(lines, start=1)]
-
-
-def _sorted_imports(statements: list[str]) -> list[str]:
-    """The notebook's imports in isort's order: ``__future__``, standard library, the rest;
-    ``import x`` before ``from x import y``, by module name. (Import order rarely matters; a
-    linter's complaint about it always does to someone keeping the script.)"""
-    groups: dict[int, list[tuple[int, str, str]]] = {}
-    for stmt in statements:
-        try:
-            node = ast.parse(stmt).body[0]
-        except (SyntaxError, IndexError):
-            groups.setdefault(2, []).append((2, "", stmt))
-            continue
-        if isinstance(node, ast.ImportFrom):
-            module, kind = ("." * node.level) + (node.module or ""), 1
-        elif isinstance(node, ast.Import):
-            module, kind = node.names[0].name, 0
-        else:
-            module, kind = "", 2
-        top = module.lstrip(".").partition(".")[0]
-        group = (0 if top == "__future__" else 1 if top in sys.stdlib_module_names
-                 else 3 if module.startswith(".") else 2)
-        groups.setdefault(group, []).append((kind, module.lower(), stmt))
-    out: list[str] = []
-    for g in sorted(groups):
-        if out:
-            out.append("")
-        out.extend(stmt for _, _, stmt in sorted(groups[g]))
-    return out
-
-
-def _defines(lines: list[str]) -> bool:
-    return any(x.startswith(("def ", "class ", "async def ", "@")) for x in lines)
-
-
-def _wrap_comments(lines: list[str], width: int = 88) -> list[str]:
-    """Wrap the exporter's own long ``# nbflow:`` comments (a user's lines are left alone)."""
-    import textwrap
-
-    out: list[str] = []
-    for line in lines:
-        stripped = line.lstrip()
-        if len(line) <= width or not stripped.startswith("# nbflow:") or "\n" in line:
-            out.append(line)
-            continue
-        indent = line[: len(line) - len(stripped)]
-        wrapped = textwrap.wrap(stripped[2:], width=width - len(indent) - 2,
-                                break_long_words=False, break_on_hyphens=False)
-        out.extend(f"{indent}# {w}" if i == 0 else f"{indent}#   {w}" for i, w in enumerate(wrapped))
-    return out
-
-
-def _lint_marks(text: str) -> str:
-    """``noqa`` marks where a faithful copy of notebook code trips a linter for a good reason:
-    an import only the notebook's interactive use needed (F401), a cell's temporary that is not
-    one of the step's outputs (F841). Removing either would change what the code does or the
-    step's key; the marks only tell linters it is deliberate."""
-    import symtable
-
-    try:
-        tree = ast.parse(text)
-        table = symtable.symtable(text, "<script>", "exec")
-    except SyntaxError:
-        return text
-    used: set[str] = set()
-
-    def refs(t: symtable.SymbolTable) -> None:
-        for sym in t.get_symbols():
-            if sym.is_referenced() and (t.get_type() == "module" or not sym.is_local()):
-                used.add(sym.get_name())
-        for child in t.get_children():
-            refs(child)
-
-    refs(table)
-    used |= {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
-             and n.value.isidentifier()}  # __all__ entries and the like
-    marks: dict[int, str] = {}
-    for node in tree.body:
-        if isinstance(node, ast.Import | ast.ImportFrom):
-            bound = [a.asname or a.name.partition(".")[0] for a in node.names]
-            if not any(b in used for b in bound):
-                marks[node.lineno] = "F401"
-    for func in tree.body:
-        if not isinstance(func, ast.FunctionDef):
-            continue
-        loaded = {n.id for n in ast.walk(func) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-        for sub in ast.walk(func):
-            if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store) and sub.id not in loaded \
-                    and not sub.id.startswith("_"):
-                marks.setdefault(sub.lineno, "F841")
-            elif isinstance(sub, ast.ExceptHandler) and sub.name and sub.name not in loaded:
-                marks.setdefault(sub.lineno, "F841")
-    if not marks:
-        return text
-    comments = _line_comments(text)
-    lines = text.split("\n")
-    strings = _string_continuation_lines(text)
-    for lineno, code in marks.items():
-        line = lines[lineno - 1]
-        if lineno in comments or lineno + 1 in strings or line.rstrip().endswith(("(", "[", "{", "\\", ",")):
-            continue
-        lines[lineno - 1] = f"{line}  # noqa: {code}"
-    return "\n".join(lines)
-
-
-def _line_comments(source: str) -> dict[int, str]:
-    """line -> trailing comment text (papermill puts a parameter's help there)."""
-    out: dict[int, str] = {}
-    try:
-        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-            if tok.type == tokenize.COMMENT:
-                out[tok.start[0]] = tok.string.lstrip("#").strip()
-    except (tokenize.TokenError, IndentationError, SyntaxError):
-        pass
-    return out
-
-
-def _tuple_src(names: Iterable[str]) -> str:
-    names = list(names)
-    if len(names) == 1:
-        return f"({json.dumps(names[0])},)"
-    return "(" + ", ".join(json.dumps(n) for n in names) + ")"
-
-
-def _starts_with_string(source: str) -> bool:
-    try:
-        body = ast.parse(source).body
-    except SyntaxError:
-        return False
-    return bool(body) and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-        and isinstance(body[0].value.value, str)
-
-
-def _uses_await(source: str) -> bool:
-    """Top-level ``await``/``async for``/``async with`` (IPython runs them; a function cannot)."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return False
-    stack: list[ast.AST] = list(tree.body)
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef | ast.Lambda | ast.ClassDef):
-            continue
-        if isinstance(node, ast.Await | ast.AsyncFor | ast.AsyncWith):
-            return True
-        stack.extend(ast.iter_child_nodes(node))
-    return False
-
-
-def _simple_assignment(node: ast.stmt) -> tuple[str | None, ast.expr | None]:
-    """(name, value) of ``name = value`` / ``name: T = value``; (None, None) otherwise."""
-    if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-        return node.targets[0].id, node.value
-    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
-        return node.target.id, node.value
-    return None, None
-
-
-def _binds(lines: list[str]) -> set[str]:
-    """Names some code binds at top level (imports included)."""
-    try:
-        return set(analyze("\n".join(lines)).binds)
-    except (AnalysisError, SyntaxError):
-        return set()
-
-
-def _interactive_reads(source: str, binds: Iterable[str]) -> list[str]:
-    """Names only an interactive session has (``_``, ``Out``, ``In``...) that code reads."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return []
-    bound = set(binds)
-    return sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)
-                   and isinstance(n.ctx, ast.Load) and _INTERACTIVE.match(n.id) and n.id not in bound})
-
-
-def _top_level_reads(tree: ast.Module) -> set[str]:
-    """Names read when the code runs (not inside function or class bodies, which run later)."""
-    found: set[str] = set()
-    stack: list[ast.AST] = list(tree.body)
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            stack.extend([*node.decorator_list, *node.args.defaults,
-                          *(d for d in node.args.kw_defaults if d is not None)])
-            continue
-        if isinstance(node, ast.Lambda):
-            continue
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
-            found.add(node.id)
-        stack.extend(ast.iter_child_nodes(node))
-    return found
-
-
-def _helper_globals(source: str) -> dict[str, list[str]]:
-    """For each top-level function, the global names it reads (via symtable)."""
-    import symtable
-
-    try:
-        table = symtable.symtable(source, "<cell>", "exec")
-    except SyntaxError:
-        return {}
-    out: dict[str, list[str]] = {}
-
-    def collect(t: symtable.SymbolTable, acc: set[str]) -> None:
-        for sym in t.get_symbols():
-            if sym.is_referenced() and sym.is_global():
-                acc.add(sym.get_name())
-        for child in t.get_children():
-            collect(child, acc)
-
-    for child in table.get_children():
-        if child.get_type() == "function":
-            acc: set[str] = set()
-            collect(child, acc)
-            out[child.get_name()] = sorted(acc)
-    return out
-
-
-def _uses_widgets(source: str) -> bool:
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return False
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import) and any(a.name.split(".")[0] in _WIDGET_MODULES for a in node.names):
-            return True
-        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in _WIDGET_MODULES:
-            return True
-    return False
-
-
-def _first_line(node: ast.stmt) -> int:
-    decorators = getattr(node, "decorator_list", None) or []
-    return min([node.lineno, *(d.lineno for d in decorators)])
-
-
-def _is_nbflow_attr(func: ast.expr, attr: str, imported: set[str]) -> bool:
-    if isinstance(func, ast.Attribute) and func.attr == attr and isinstance(func.value, ast.Name) \
-            and func.value.id == "nbflow":
-        return True
-    return isinstance(func, ast.Name) and func.id == attr and attr in imported
-
-
-def _nbflow_step_decorator(node: ast.FunctionDef | ast.AsyncFunctionDef, imported: set[str]) -> bool:
-    for d in node.decorator_list:
-        target = d.func if isinstance(d, ast.Call) else d
-        if _is_nbflow_attr(target, "step", imported):
-            return True
-    return False
-
-
-def _is_nbflow_only_import(node: ast.Import | ast.ImportFrom) -> bool:
-    """``import nbflow`` (the script imports it itself) and ``from nbflow import step, param``
-    (the script uses ``flow.step``/``flow.param`` instead)."""
-    if isinstance(node, ast.Import):
-        return all(a.name == "nbflow" and a.asname is None for a in node.names)
-    return node.module == "nbflow" and all(a.name in ("step", "param") for a in node.names)
 
 
 # -- public API ------------------------------------------------------------------------------------
