@@ -267,6 +267,9 @@ class ProcessGraphMixin:
                 f"add_node expects a subclass of nbflow.Processor, got {processor!r}; "
                 "use flow.add_step for a plain function"
             )
+        if processor.process is Processor.process:
+            raise BindingError(f"{processor.__qualname__} does not define process(self, ...); "
+                               "a processor node runs its process method")
         inputs = dict(inputs or {})
         init_kwargs = dict(init_kwargs or {})
         step_name = node_name(flow, name, processor.__name__)

@@ -126,6 +126,11 @@ def test_inputs_are_checked_against_process_signature(tmp_path: Path) -> None:
     text = g.add_node(ToText, {"a": n1})
     with pytest.raises(FlowTypeError, match="node 'check' argument 'b' expects int, but 'ToText' is declared as str"):
         g.add_node(SumInt, {"a": 1, "b": text}, name="check")
+    class Empty(Processor):
+        pass
+
+    with pytest.raises(BindingError, match="Empty does not define process"):
+        g.add_node(Empty, {})
     with pytest.raises(BindingError, match="subclass of nbflow.Processor"):
         g.add_node(dict, {})  # type: ignore[arg-type]
     with pytest.raises(BindingError, match="init_kwargs do not fit Offset"):
