@@ -26,7 +26,7 @@ fi
 export PATH="$PWD/.venv/bin:$PATH"
 .venv/bin/python -m pip install -q --upgrade pip
 echo "== installing build tools"
-.venv/bin/pip install -q "hatchling>=1.21" "hatch-jupyter-builder>=0.9" "jupyterlab>=4.0,<5"
+.venv/bin/pip install -q "hatchling>=1.21" editables "hatch-jupyter-builder>=0.9" "jupyterlab>=4.0,<5"
 echo "== building the labextension and installing nbflow (editable, with test extras)"
 .venv/bin/pip install -q --no-build-isolation -e ".[test]"
 # the editable install does not place the prebuilt extension where JupyterLab looks: link it
