@@ -323,6 +323,20 @@ class Flow(ScriptMixin, ImperativeMixin, ProcessGraphMixin, BatchMixin):
                 out[name] = f"<unavailable: {type(e).__name__}>"
         return out
 
+    @property
+    def runs(self) -> list[Any]:
+        """Recorded runs of this flow in its store, newest first (see :mod:`nbflow.runs`)."""
+        from .runs import list_runs
+
+        return list_runs(self.store, self.name)
+
+    @property
+    def latest_run(self) -> Any:
+        """The newest recorded run of this flow (``latest_run["step"]``, ``.data``), or None."""
+        from .runs import last_run
+
+        return last_run(self.store, self.name)
+
     def __repr__(self) -> str:
         return f"Flow({self.name!r}, steps={list(self.graph.steps)})"
 
