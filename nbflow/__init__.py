@@ -10,6 +10,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+from . import runs  # noqa: E402  (a callable module: nbflow.runs("MyFlow") lists past runs)
 from .batch import BatchFailure, BatchStats  # noqa: E402
 from .decorators import step  # noqa: E402  (function steps and FlowSpec methods)
 from .errors import (  # noqa: E402
@@ -25,9 +26,11 @@ from .errors import (  # noqa: E402
 from .events import Event, EventBus  # noqa: E402
 from .executor import RunResult, StepOutput  # noqa: E402
 from .flow import Flow, StepStatus  # noqa: E402
+from .flowspec import FlowSpec  # noqa: E402
 from .graph import Graph, Step  # noqa: E402
 from .identity import RecordError, load_record  # noqa: E402
 from .nodes import Input, Node, Output  # noqa: E402
+from .parameters import JSONType, Parameter, param  # noqa: E402
 from .processor import Processor, ProcessorNode  # noqa: E402
 from .store import Store, open_store  # noqa: E402
 from .typecheck import BindingError, FlowTypeError  # noqa: E402
@@ -41,15 +44,18 @@ __all__ = [
     "Event",
     "EventBus",
     "Flow",
+    "FlowSpec",
     "FlowTypeError",
     "Graph",
     "GraphError",
     "Input",
+    "JSONType",
     "MissingInputError",
     "NbflowError",
     "NbflowWarning",
     "Node",
     "Output",
+    "Parameter",
     "Processor",
     "ProcessorNode",
     "RecordError",
@@ -64,6 +70,8 @@ __all__ = [
     "load_ipython_extension",
     "load_record",
     "open_store",
+    "param",
+    "runs",
     "step",
 ]
 

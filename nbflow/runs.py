@@ -17,7 +17,9 @@ from __future__ import annotations
 import importlib
 import math
 import re
+import sys
 import time
+import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -147,6 +149,9 @@ class RunRecorder:
             if event.status in ("done", "cached", "failed"):
                 counts = info.setdefault("items", {})
                 counts[event.status] = counts.get(event.status, 0) + 1
+            return
+        if event.status == "queued":
+            self._step(event.step)  # known, in plan order, before anything runs
             return
         if event.status == "stale":
             if self._step(event.step).get("status") in ("pending", "queued"):
@@ -535,3 +540,14 @@ def _output_loader(store: Store, manifest: Manifest, name: str) -> Callable[[], 
         return values[name]
 
     return load
+
+
+class _RunsModule(types.ModuleType):
+    """``nbflow.runs`` is this module *and* the function :func:`runs`: importing the module sets
+    the package attribute to it, so the module itself must answer ``nbflow.runs("MyFlow")``."""
+
+    def __call__(self, flow: Any, store: Any = None) -> list[RunRecord]:
+        return runs(flow, store)
+
+
+sys.modules[__name__].__class__ = _RunsModule
