@@ -112,21 +112,40 @@ def indent_block(lines: list[str]) -> list[str]:
     return out
 
 
-USELESS = (ast.Name, ast.Attribute, ast.Compare, ast.Subscript, ast.BinOp, ast.Tuple, ast.List,
-            ast.Dict, ast.UnaryOp, ast.BoolOp)
+#: bare expressions linters call useless (ruff/flake8-bugbear B018), and comparisons (B015)
+USELESS = (ast.Name, ast.Attribute, ast.Tuple, ast.List, ast.Dict, ast.Set, ast.UnaryOp, ast.BoolOp,
+           ast.IfExp, ast.Lambda)
+
+
+def _useless_code(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Compare):
+        return "B015"
+    if isinstance(node, USELESS):
+        return "B018"
+    if isinstance(node, ast.Constant) and not isinstance(node.value, str) and node.value is not Ellipsis:
+        return "B018"
+    return None
 
 
 def mark_useless(lines: list[str]) -> list[str]:
     """A bare expression the notebook displayed (``df.shape``) does nothing in a script. It stays
     (it is part of the step's code, hence of its key); a ``noqa`` says it is deliberate."""
+    text = "\n".join(lines)
     try:
-        tree = ast.parse("\n".join(lines))
+        tree = ast.parse(text)
     except SyntaxError:
         return lines
-    marks = {n.lineno for n in ast.walk(tree)
-             if isinstance(n, ast.Expr) and isinstance(n.value, USELESS) and n.end_lineno == n.lineno}
-    comments = line_comments("\n".join(lines))
-    return [line + "  # noqa: B018" if i in marks and i not in comments else line
+    marks = {}
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Expr):
+            rule = _useless_code(n.value)
+            if rule is not None:
+                marks[n.lineno] = rule
+    comments = line_comments(text)
+    inside = string_continuation_lines(text + "\n")
+    return [f"{line}  # noqa: {marks[i]}"
+            if i in marks and i not in comments and i + 1 not in inside and i not in inside
+            else line
             for i, line in enumerate(lines, start=1)]
 
 
