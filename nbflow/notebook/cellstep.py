@@ -154,11 +154,6 @@ def prepare_cell(shell: Any, args: StepArgs, body: str, raw: str, cell_id: str |
             f"step '{args.name}': --ignore names {', '.join(repr(n) for n in unknown_ignore)}, "
             "which the cell does not read; drop it from --ignore"
         )
-    if not outputs:
-        raise UsageError(
-            f"step '{args.name}' binds no names, so later steps cannot use anything it does; "
-            "assign its results to variables (or name them with --out)"
-        )
     return CellSpec(args, raw, code, compiled, tuple(outputs), cell_id)
 
 

@@ -44,6 +44,16 @@ class NbflowMagics(Magics):
         """Make this cell a step of the notebook's flow (``%%step --help``)."""
         self.session.step_cell(line, cell)
 
+    @line_magic("step")
+    def step_line(self, line: str) -> None:
+        """``%step --help``: the usage of the ``%%step`` cell magic."""
+        from .args import STEP_USAGE
+
+        if line.strip() not in ("--help", "-h", ""):
+            raise UsageError("%%step is a cell magic: put '%%step NAME' on the first line of "
+                             "the cell, above the step's code (see %step --help)")
+        print(STEP_USAGE)
+
     @line_magic("flow")
     def flow(self, line: str) -> Any:
         """Status and control of the notebook's flow (``%flow help``)."""

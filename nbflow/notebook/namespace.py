@@ -214,8 +214,54 @@ def _cannot_change(value: Any) -> bool:
     return False
 
 
-def _digest(value: Any) -> str | None:
+def state_digest(value: Any, _depth: int = 0) -> str | None:
+    """A digest of what a value *holds*, blind to internal caches (None: cannot tell).
+
+    Pickles are not enough: pandas pickles lazily filled caches (reading ``df.date`` once
+    changes the DataFrame's pickle), which would report mutations that never happened. Frames,
+    series and indexes are digested from their hashed values, labels and dtypes; arrays from
+    their bytes; lists, tuples and dicts element by element; anything else by its pickle.
+    """
+    from ..hashing import digest_parts
+
+    if _depth > 3:
+        return value_digest(value)
+    mod = type(value).__module__ or ""
     try:
+        if mod.startswith("pandas"):
+            import pandas as pd
+
+            if isinstance(value, pd.DataFrame | pd.Series | pd.Index):
+                hashed = pd.util.hash_pandas_object(value, index=not isinstance(value, pd.Index))
+                parts = [type(value).__name__, repr(value.shape), hashed.to_numpy().tobytes()]
+                if isinstance(value, pd.DataFrame):
+                    parts += [repr(list(value.columns)), repr([str(t) for t in value.dtypes])]
+                    parts.append(value.columns.dtype.str if hasattr(value.columns.dtype, "str") else "")
+                else:
+                    parts += [repr(getattr(value, "name", None)), str(value.dtype)]
+                return digest_parts(parts)
+        if mod == "numpy" and hasattr(value, "dtype") and hasattr(value, "shape"):
+            import numpy as np
+
+            if isinstance(value, np.ndarray) and value.dtype != object:
+                data = np.ascontiguousarray(value)
+                return digest_parts([value.dtype.str, repr(value.shape), data.view(np.uint8).reshape(-1)])
+        if type(value) in (list, tuple) and len(value) <= 10_000:
+            parts = [type(value).__name__]
+            for item in value:
+                d = state_digest(item, _depth + 1)
+                if d is None:
+                    return None
+                parts.append(d)
+            return digest_parts(parts)
+        if type(value) is dict and len(value) <= 10_000:
+            parts = ["dict"]
+            for k, item in value.items():
+                d = state_digest(item, _depth + 1)
+                if d is None:
+                    return None
+                parts += [repr(k), d]
+            return digest_parts(parts)
         return value_digest(value)
     except Exception:
         return None
@@ -226,13 +272,13 @@ class MutationWatch:
 
     def __init__(self, values: Mapping[str, Any]) -> None:
         self.values = {n: v for n, v in values.items() if not _cannot_change(v)}
-        self.before = {n: _digest(v) for n, v in self.values.items()}
+        self.before = {n: state_digest(v) for n, v in self.values.items()}
 
     def changed(self) -> list[str]:
         out = []
         for name, value in self.values.items():
             before = self.before[name]
-            if before is not None and _digest(value) != before:
+            if before is not None and state_digest(value) != before:
                 out.append(name)
         return out
 
