@@ -280,7 +280,16 @@ def _spec(cls: type, graph: FlowGraph, node: Node, store: Any, hoist: dict[str, 
             pred_inputs = _join_preds(graph, node)
         else:
             item_input = node.name + ADAPTER_SUFFIX
-        providers = tuple(s for s, b in stack if b == "" and hoist.get(s))
+        # a foreach list left out of the items' states reaches a join only if the join names it
+        # (inputs[i].titles), or merges all artifacts while closing that foreach
+        closing = stack[-1][0] if join == "foreach" else None
+        providers = tuple(
+            s for s, b in stack
+            if b == "" and hoist.get(s) and (
+                node.dynamic or graph[s].foreach in node.names
+                or (s == closing and node.merges_all)
+            )
+        )
     elif node.in_funcs:
         pred = graph[node.in_funcs[0]]
         if pred.foreach is not None:

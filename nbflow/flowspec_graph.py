@@ -57,6 +57,8 @@ class Node:
     line: int
     reads: frozenset[str]
     dynamic: bool
+    names: frozenset[str] = frozenset()  # every .attr and include= name in a join's body
+    merges_all: bool = False  # a join calling merge_artifacts without a literal include=
     in_funcs: list[str] = field(default_factory=list)
     stack: tuple[Branch, ...] = ()
 
@@ -367,11 +369,34 @@ def _parse_step(name: str, func: types.FunctionType, reads: _Reads) -> Node:
             )
         targets, foreach = _parse_next(name, call, selfname)
     r, dynamic = reads.of(fn)
+    names, merges_all = _join_names(fn) if len(positional) == 2 else (frozenset(), False)
     return Node(
         name=name, func=func, doc=inspect.getdoc(func), is_join=len(positional) == 2,
         targets=targets, foreach=foreach, line=func.__code__.co_firstlineno, reads=r,
-        dynamic=dynamic,
+        dynamic=dynamic, names=names | r, merges_all=merges_all,
     )
+
+
+def _join_names(fn: ast.FunctionDef) -> tuple[frozenset[str], bool]:
+    """Artifact names a join may read from its inputs: every ``.name`` in its body and every
+    literal in ``merge_artifacts(include=[...])``; a merge without a literal include reads all."""
+    names: set[str] = set()
+    merges_all = False
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Attribute):
+            names.add(node.attr)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and node.func.attr == "merge_artifacts":
+            include = next((k.value for k in node.keywords if k.arg == "include"), None)
+            if include is None and len(node.args) > 2:
+                include = node.args[2]
+            if isinstance(include, ast.List | ast.Tuple | ast.Set) and all(
+                isinstance(e, ast.Constant) and isinstance(e.value, str) for e in include.elts
+            ):
+                names.update(str(e.value) for e in include.elts)  # type: ignore[attr-defined]
+            else:
+                merges_all = True
+    return frozenset(names), merges_all
 
 
 def _check_params(flow: str, params: list[Parameter], nodes: dict[str, Node]) -> None:
@@ -379,7 +404,7 @@ def _check_params(flow: str, params: list[Parameter], nodes: dict[str, Node]) ->
 
     check_names(params, RESERVED | RUN_OPTIONS)
     for p in params:
-        if p.attr in nodes:
+        if p.attr in nodes or p.name.replace("-", "_") in nodes:
             raise FlowGraphError(
                 f"flow {flow}: parameter '{p.name}' has the name of a step; rename one of them"
             )
@@ -455,6 +480,11 @@ def _check_splits(nodes: dict[str, Node], order: list[str]) -> None:
         preds = node.in_funcs
         stacks = [graph.out_stack(p, n) for p in preds]
         if not node.is_join:
+            if len(preds) > 1 and n == "end":
+                raise FlowGraphError(
+                    f"branches from {', '.join(preds)} reach 'end' without being joined; add a "
+                    f"join step (def join(self, inputs)) that they all go to, then end"
+                )
             if len(preds) > 1:
                 raise FlowGraphError(
                     f"branches from {', '.join(preds)} meet at step '{n}', so it must be a join: "
