@@ -28,7 +28,7 @@ from .base import Scheduler
 from .cell import RemoteCell
 from .tasks import StoreSpec, store_spec
 
-_clients: dict[str | None, Any] = {}
+_clients: dict[tuple[Any, ...], Any] = {}
 _clients_lock = threading.Lock()
 
 
@@ -146,7 +146,9 @@ class DaskScheduler(Scheduler):
         """The ``distributed.Client`` (connecting, or starting the LocalCluster, on first use)."""
         if self._client is not None:
             return self._client
-        ident = self.address
+        # schedulers with the same cluster settings share one client (and one LocalCluster)
+        ident = (self.address, self.n_workers, self.allowed_failures,
+                 tuple(sorted((k, repr(v)) for k, v in self.cluster_options.items())))
         with _clients_lock:
             client = _clients.get(ident)
             if client is None or client.status in ("closed", "closing"):
@@ -205,8 +207,11 @@ def _connect(address: str | None, n_workers: int | None, allowed_failures: int |
         "dashboard_address": None,
         "silence_logs": logging.ERROR,
     }
+    # no dashboard; the scheduler's HTTP routes on a free loopback port, not 0.0.0.0:8787
+    scheduler_kwargs: dict[str, Any] = {"dashboard_address": "127.0.0.1:0"}
     if allowed_failures is not None:
-        kwargs["scheduler_kwargs"] = {"allowed_failures": allowed_failures}
+        scheduler_kwargs["allowed_failures"] = allowed_failures
+    kwargs["scheduler_kwargs"] = scheduler_kwargs
     kwargs.update({k: v for k, v in options.items() if k != "timeout"})
     cluster = LocalCluster(**kwargs)
     return Client(cluster)
