@@ -61,7 +61,7 @@ def test_record_of_a_run(store_dir: Path) -> None:
     assert run.data.total == 20  # no end step: the last step's data
     assert sorted(run["summary"].data.keys()) == ["count", "total"]
     with pytest.raises(AttributeError, match="has no artifact 'nope'; it has: count, total"):
-        run["summary"].data.nope
+        _ = run["summary"].data.nope
     with pytest.raises(KeyError, match="has no step 'x'; its steps: raw, summary"):
         run["x"]
     again = recorded_run(flow)
