@@ -101,6 +101,7 @@ def load_ipython_extension(shell: Any) -> None:
         _saved_showwarning = warnings.showwarning
         warnings.showwarning = _showwarning
     _attach_comm(session, shell)
+    _watch_flowspec_runs(session)
     print(f"nbflow: flow '{session.flow.name}', store {session.flow.store.root}")
 
 
@@ -113,6 +114,23 @@ def _attach_comm(session: Session, shell: Any) -> None:
             raise
         return
     session.comm = comm.attach_comm(session.flow, shell)  # type: ignore[attr-defined]
+
+
+def _watch_flowspec_runs(session: Session) -> None:
+    """Show the DAG widget when a FlowSpec flow starts a run in this kernel."""
+    from .. import flowspec
+
+    def show_run(flow: Any, run_id: str) -> None:
+        try:
+            from IPython.display import display
+
+            from ..widget import show
+
+            display(show(flow))
+        except Exception as e:  # the run matters more than its picture
+            print(f"nbflow: cannot show the DAG of {flow.name}: {type(e).__name__}: {e}")
+
+    session.on_close.append(flowspec.add_run_hook(show_run))
 
 
 def unload_ipython_extension(shell: Any) -> None:

@@ -100,6 +100,12 @@ def split_words(line: str, what: str) -> list[str]:
         raise UsageError(f"{what}: cannot read {line.strip()!r}: {e}") from None
 
 
+def suggest_name(name: str) -> str:
+    """An identifier close to ``name`` for the error message."""
+    fixed = re.sub(r"[^0-9A-Za-z_]", "_", name).lstrip("0123456789") or "step"
+    return fixed + "_step" if keyword.iskeyword(fixed) else fixed
+
+
 def parse_step_line(line: str) -> StepArgs:
     """Parse ``NAME [options]``; raises UsageError with the fix on anything wrong."""
     words = split_words(line, "%%step")
@@ -111,7 +117,7 @@ def parse_step_line(line: str) -> StepArgs:
     if not is_identifier(name):
         raise UsageError(
             f"step name {name!r} is not a Python identifier; use letters, digits and _ "
-            f"(e.g. %%step {re.sub(r'[^0-9A-Za-z_]', '_', name).lstrip('0123456789') or 'step1'})"
+            f"(e.g. %%step {suggest_name(name)})"
         )
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] | None = None

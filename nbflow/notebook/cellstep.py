@@ -144,6 +144,9 @@ def prepare_cell(shell: Any, args: StepArgs, body: str, raw: str, cell_id: str |
         raise UsageError(f"step '{args.name}': {e}") from None
     except SyntaxError as e:  # compile() after a successful parse: e.g. 'return' outside function
         raise UsageError(f"step '{args.name}': line {e.lineno}: {e.msg}") from None
+    if not compiled.tree.body:
+        raise UsageError(f"step '{args.name}' is empty (only comments); write the step's code "
+                         "below the %%step line")
     analysis = compiled.analysis
     outputs = args.outputs if args.outputs is not None else analysis.outputs
     if args.foreach is not None and args.foreach in outputs and args.outputs is None:
@@ -204,10 +207,13 @@ class CellAction:
     def __call__(self, values: dict[str, Any]) -> StepOutput:
         s = self.session
         s.announce(self.name)
-        if self.spec.args.remote:
-            return self._remote(values)
         ns = s.shell.user_ns
-        restore = s.bind_inputs(values)
+        foreach = self.spec.args.foreach
+        if foreach is not None and foreach in ns:
+            # the cell sees one item under the list's name; the list comes back afterwards
+            restore = {foreach: ns[foreach], **s.bind_inputs(values)}
+        else:
+            restore = s.bind_inputs(values)
         watch = MutationWatch(values) if s.config.mutation else None
         try:
             with Capture(s.shell) as cap:
@@ -238,29 +244,30 @@ class CellAction:
             meta["displays_truncated"] = True
         return StepOutput({o: ns[o] for o in self.spec.outputs}, meta)
 
-    def _remote(self, values: dict[str, Any]) -> StepOutput:
-        runner = remote_runner()
-        outputs = runner(self.session.flow, self.spec.code, values, self.spec.outputs, self.name)
-        for name, value in outputs.items():
-            self.session.ns.bind(name, value)
-        return StepOutput(dict(outputs), {"displays": []})
+
+def remote_step(step: Step, spec: CellSpec, namespace: Mapping[str, Any]) -> Step:
+    """``%%step NAME --remote``: the same Step (same key), run on the Dask cluster by
+    :class:`nbflow.backends.cell.RemoteCell` in a fresh namespace holding the cell's external
+    values (helpers, modules, globals) and its inputs read from the store on the worker."""
+    from ..backends.cell import RemoteCell
+
+    return step.with_(action=RemoteCell(spec.code, spec.outputs, dict(namespace), spec.name),
+                      meta={**step.meta, "placement": "remote"})
 
 
-def remote_runner() -> Callable[..., dict[str, Any]]:
-    """The Dask adapter's ``run_cell_remote(flow, code, inputs, outputs, name)``."""
+def check_remote() -> None:
+    """A clear error before anything runs when Dask is not installed."""
     from IPython.core.error import UsageError
 
     try:
-        from .. import dask as nbflow_dask  # type: ignore[attr-defined]
-    except ImportError:
-        nbflow_dask = None
-    runner = getattr(nbflow_dask, "run_cell_remote", None)
-    if runner is None:
+        import dask.distributed  # noqa: F401
+
+        from ..backends import cell  # noqa: F401
+    except ImportError as e:
         raise UsageError(
-            "--remote needs nbflow's Dask executor (nbflow.dask.run_cell_remote), which this "
-            "installation does not have; drop --remote to run the cell here"
-        )
-    return runner  # type: ignore[no-any-return]
+            f"--remote runs the cell on a Dask cluster, which needs dask[distributed] ({e}); "
+            "install nbflow[dask] or drop --remote"
+        ) from None
 
 
 class FunctionAction:
@@ -272,6 +279,10 @@ class FunctionAction:
         self.name = name
         self.inner = inner
         self.func = func
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # sent to a worker (executor=local|dask), the step is just its function: no kernel there
+        return (_identity, (self.inner,))
 
     def __call__(self, values: dict[str, Any]) -> StepOutput:
         s = self.session
@@ -293,6 +304,10 @@ class FunctionAction:
             s.bind_output(name, value)
         meta["displays"] = [*meta.get("displays", []), *cap.outputs]
         return StepOutput(out, meta)
+
+
+def _identity(value: Any) -> Any:
+    return value
 
 
 class MemoFingerprinter(keys.Fingerprinter):
@@ -365,7 +380,8 @@ def cell_step(spec: CellSpec, action: CellAction, inputs: tuple[str, ...],
         externals=action.externals,
         foreach=spec.args.foreach,
         kind="cell",
-        meta={"cell_id": spec.cell_id, "cell_source": spec.raw},
+        # runs in this kernel's namespace: a parallel or Dask executor must not ship it
+        meta={"cell_id": spec.cell_id, "cell_source": spec.raw, "placement": "local"},
     )
 
 
@@ -377,7 +393,8 @@ __all__ = [
     "cell_step",
     "compile_cell",
     "prepare_cell",
-    "remote_runner",
+    "check_remote",
+    "remote_step",
     "trim_traceback",
     "warn",
 ]

@@ -13,6 +13,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
+from ..errors import NbflowError
 from .args import FLOW_USAGE, is_identifier, parse_assignments, parse_size, split_words
 from .capture import note
 from .report import cache_table, run_summary, status_table
@@ -224,11 +225,14 @@ class NbflowMagics(Magics):
                 "'nbflow export NOTEBOOK.ipynb -o " + words[0] + "' in a terminal instead"
             )
         try:
-            from ..export import export_notebook  # type: ignore[attr-defined]
+            from ..export import export_notebook
         except ImportError:
             raise UsageError("%flow export needs nbflow.export, which is not installed") from None
-        path = export_notebook(s.notebook, words[0])
-        print(f"wrote {path or words[0]}")
+        try:
+            export_notebook(s.notebook, words[0])
+        except NbflowError as e:
+            raise UsageError(f"%flow export: {e}") from None
+        print(f"wrote {words[0]} (run it with: python {words[0]} run)")
         return None
 
 
@@ -273,17 +277,21 @@ def _set_mutation(s: Session, value: str) -> None:
 
 def _set_executor_option(key: str) -> Callable[[Session, str], None]:
     def setter(s: Session, value: str) -> None:
-        try:
-            from .. import dask as nbflow_dask  # type: ignore[attr-defined]
-        except ImportError:
-            nbflow_dask = None
-        configure = getattr(nbflow_dask, "configure_session", None)
-        if configure is None:
-            raise UsageError(
-                f"%flow config {key}=...: this installation has no Dask executor (nbflow.dask)"
-            )
-        configure(s, key, value)
         s.config.extra[key] = value
+        options: dict[str, Any] = dict(s.config.extra)
+        if "max_workers" in options:
+            try:
+                options["max_workers"] = int(options["max_workers"])
+            except ValueError:
+                raise UsageError(f"%flow config: max_workers must be a number, not "
+                                 f"{options['max_workers']!r}") from None
+        if "executor" not in options:
+            options["executor"] = "dask" if "address" in options else None
+        try:
+            s.flow.config(**options)
+        except NbflowError as e:
+            del s.config.extra[key]
+            raise UsageError(f"%flow config: {e}") from None
 
     return setter
 
@@ -295,6 +303,7 @@ _CONFIG: dict[str, Callable[[Session, str], None]] = {
     "mutation": _set_mutation,
     "executor": _set_executor_option("executor"),
     "address": _set_executor_option("address"),
+    "max_workers": _set_executor_option("max_workers"),
 }
 
 __all__ = ["NbflowMagics"]

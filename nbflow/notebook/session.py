@@ -34,8 +34,9 @@ from .cellstep import (
     FunctionAction,
     MemoFingerprinter,
     cell_step,
+    check_remote,
     prepare_cell,
-    remote_runner,
+    remote_step,
     trim_traceback,
 )
 from .namespace import Namespace
@@ -91,10 +92,14 @@ class Session:
         self._why = ""
         self._log: list[Event] = []
         self.comm: Any = None  # the JupyterLab comm, when nbflow.notebook.comm attached one
+        self.on_close: list[Callable[[], Any]] = []
         self._unsubscribe = self.flow.events.subscribe(self._on_event)
 
     def close(self) -> None:
         self._unsubscribe()
+        for undo in self.on_close:
+            undo()
+        self.on_close.clear()
 
     # -- hooks --------------------------------------------------------------------------------
     def _on_event(self, event: Event) -> None:
@@ -175,7 +180,7 @@ class Session:
             print(STEP_USAGE)
             return
         if args.remote:
-            remote_runner()  # a clear error now rather than after the ancestors ran
+            check_remote()  # a clear error now rather than after the ancestors ran
         cell_id, raw = self.cell_info()
         spec = prepare_cell(self.shell, args, body, raw or f"%%step {line}\n{body}", cell_id)
         self.register_cell(spec)
@@ -216,7 +221,11 @@ class Session:
                     "or a plain cell first"
                 )
             params[foreach] = ns[foreach]  # a plain global: its value is keyed like an input
-        return cell_step(spec, CellAction(self, spec, externals), inputs, params)
+        step = cell_step(spec, CellAction(self, spec, externals), inputs, params)
+        if spec.args.remote:
+            ns = self.shell.user_ns
+            step = remote_step(step, spec, {n: ns[n] for n in externals if n in ns})
+        return step
 
     def _install(self, step: Step) -> None:
         old = self.flow.graph.steps.get(step.name)
@@ -380,6 +389,10 @@ class Session:
             # the entry went bad while binding: run the step for real
             result = self.run([name], force=[name], cell=name)
             self.raise_failure(result, cell=name)
+        spec = self.cells.get(name)
+        if spec is not None and (spec.args.remote or spec.args.foreach) and name in result.executed:
+            for out in spec.outputs:  # per-item results or computed on a worker: the whole value
+                self.bind_output(out, result[out])
         if self.config.mode == "auto" and self.flow.downstream(name):
             self.run_downstream(name)
 

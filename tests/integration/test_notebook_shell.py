@@ -1,0 +1,309 @@
+"""The notebook adapter in a real IPython ``InteractiveShell`` (in-process, no kernel): fast
+checks of lazy binding, foreach cells, externals, ``%flow`` commands and function steps.
+Kernel-level behaviour (replay across restarts, cell ids) is in ``test_notebook.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+import nbflow
+from nbflow.errors import NbflowWarning
+from nbflow.notebook import current_session
+from nbflow.notebook.namespace import LazyOutput, is_lazy
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class Shell:
+    """A real InteractiveShell with nbflow loaded, run cell by cell."""
+
+    def __init__(self, shell: InteractiveShell) -> None:
+        self.shell = shell
+
+    @property
+    def ns(self) -> dict[str, Any]:
+        return self.shell.user_ns  # type: ignore[no-any-return]
+
+    def run(self, source: str) -> Any:
+        result = self.shell.run_cell(source, store_history=True)
+        return result
+
+    def ok(self, source: str) -> Any:
+        result = self.run(source)
+        assert result.success, (source, result.error_before_exec or result.error_in_exec)
+        return result
+
+    def usage_error(self, source: str) -> str:
+        result = self.run(source)
+        err = result.error_in_exec or result.error_before_exec
+        assert type(err).__name__ == "UsageError", (source, err)
+        return str(err)
+
+
+@pytest.fixture
+def sh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Shell]:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "analysis.ipynb"))
+    monkeypatch.delenv("NBFLOW_STORE", raising=False)
+    shell = InteractiveShell.instance()
+    shell.reset(new_session=True)
+    wrapper = Shell(shell)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default", NbflowWarning)
+        wrapper.ok("%load_ext nbflow")
+        try:
+            yield wrapper
+        finally:
+            shell.run_cell("%unload_ext nbflow")
+            shell.reset(new_session=True)
+
+
+def test_flow_is_named_after_the_notebook_with_its_store_beside_it(sh: Shell, tmp_path: Path) -> None:
+    session = current_session()
+    assert session is not None
+    assert session.flow.name == "analysis"
+    assert Path(session.flow.store.root) == tmp_path / ".nbflow"
+
+
+def test_large_outputs_are_bound_lazily_on_a_hit(sh: Shell, capsys: pytest.CaptureFixture[str]) -> None:
+    sh.ok("%flow config lazy=64K")
+    cell = "%%step make\nimport numpy as np\nbig = np.arange(100_000, dtype='float64')\nsmall = 3"
+    sh.ok(cell)
+    sh.ok("def total():\n    return float(big.sum()) + small")
+    sh.ok(cell)  # a hit: 800 KB stays in the store until used
+    assert is_lazy(sh.ns["big"]) and sh.ns["small"] == 3
+    capsys.readouterr()
+    sh.ok("print(total())")  # reached through a function: the proxy loads and steps aside
+    assert capsys.readouterr().out.strip() == str(float(np.arange(100_000).sum()) + 3)
+    assert isinstance(sh.ns["big"], np.ndarray) and not is_lazy(sh.ns["big"])
+    sh.ok(cell)
+    assert is_lazy(sh.ns["big"])
+    sh.ok("kind = type(big).__name__")  # named in a cell: loaded before the cell runs
+    assert sh.ns["kind"] == "ndarray"
+    sh.ok(cell)
+    proxy = sh.ns["big"]
+    assert isinstance(proxy, LazyOutput) is False or is_lazy(proxy)  # __class__ answers for it
+    assert isinstance(proxy, np.ndarray)
+    assert float((proxy + 1)[0]) == 1.0 and len(proxy) == 100_000
+
+
+MARK = "def mark(name):\n    with open('steps.log', 'a') as f:\n        f.write(name + '\\n')"
+
+
+def _log(tmp_path: Path) -> list[str]:
+    path = tmp_path / "steps.log"
+    return path.read_text().split() if path.exists() else []
+
+
+def test_external_values_functions_and_ignore_enter_the_key(sh: Shell, tmp_path: Path) -> None:
+    sh.ok(MARK)
+    sh.ok("rate = 2\nverbose = False\ndef helper(x):\n    return x * rate")
+    cell = "%%step compute --ignore verbose\nmark('c')\nresult = helper(10) + (0 if verbose else 1)"
+    sh.ok(cell)
+    sh.ok(cell)
+    assert _log(tmp_path) == ["c"]  # hit
+    sh.ok("verbose = True")
+    sh.ok(cell)
+    assert _log(tmp_path) == ["c"]  # ignored
+    sh.ok("rate = 3")  # a global the helper reads
+    sh.ok(cell)
+    assert _log(tmp_path) == ["c", "c"] and sh.ns["result"] == 30
+    sh.ok("def helper(x):\n    return x * rate + 1")  # the helper's code
+    sh.ok(cell)
+    assert _log(tmp_path) == ["c", "c", "c"] and sh.ns["result"] == 31
+    sh.ok("calls = []")
+    sh.ok("%%step appends\ncalls.append(1)\nn_calls = len(calls)")
+    sh.ok("%%step appends\ncalls.append(1)\nn_calls = len(calls)")
+    assert sh.ns["n_calls"] == 2  # it changed a global it reads: an honest miss
+
+
+def test_a_value_that_cannot_be_fingerprinted_is_named_in_one_warning(sh: Shell) -> None:
+    sh.ok("lock = __import__('threading').Lock()\nstate = []")
+    with pytest.warns(NbflowWarning) as record:
+        sh.ok("%%step guarded\nwith lock:\n    n = 5")
+    messages = [str(w.message) for w in record if issubclass(w.category, NbflowWarning)]
+    assert len(messages) == 1, messages
+    assert "step 'guarded' reads 'lock', which cannot be fingerprinted" in messages[0]
+    assert isinstance(sh.ns["lock"], type(threading.Lock()))
+
+
+def test_foreach_cell_caches_each_item(sh: Shell, tmp_path: Path) -> None:
+    sh.ok(MARK)
+    sh.ok("%%step files\nnames = ['a', 'b']")
+    cell = "%%step parse --foreach names\nmark(names)\nlength = len(names) * 10"
+    sh.ok(cell)
+    assert _log(tmp_path) == ["a", "b"]
+    assert sh.ns["length"] == [10, 10]
+    sh.ok("%%step files\nnames = ['a', 'b', 'ccc']")
+    sh.ok(cell)
+    assert _log(tmp_path) == ["a", "b", "ccc"] and sh.ns["length"] == [10, 10, 30]
+
+
+def test_no_cache_always_runs_and_rerun_imports_on_a_hit(sh: Shell, tmp_path: Path) -> None:
+    sh.ok(MARK)
+    sh.ok("%%step tick --no-cache\nmark('t')\ncount = 1")
+    sh.ok("%%step tick --no-cache\nmark('t')\ncount = 1")
+    assert _log(tmp_path) == ["t", "t"]
+    cell = "%%step uses_json\nimport json as js\ntext = js.dumps([1])"
+    sh.ok(cell)
+    del sh.ns["js"]
+    sh.ok(cell)  # cached: its import runs again so the module name is back
+    assert sh.ns["js"].dumps([2]) == "[2]"
+
+
+def test_flow_commands(sh: Shell, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    sh.ok("%%step a\nx = 1")
+    sh.ok("%%step b\ny = x + 1")
+    capsys.readouterr()
+    sh.ok("%flow status")
+    out = capsys.readouterr().out
+    assert "flow 'analysis'" in out and "step" in out and "a " in out and "b " in out
+    sh.ok("%flow cache ls")
+    assert "2 entries" in capsys.readouterr().out
+    sh.ok("%flow invalidate a")
+    assert "stale now: a, b" in capsys.readouterr().out
+    sh.ok("%flow run")
+    assert "ran 1 step (a" in capsys.readouterr().out  # b: early cutoff, served from cache
+    sh.ok("%flow cache clear b")
+    assert "removed 1 cache entry of step 'b'" in capsys.readouterr().out
+    sh.ok("%flow cache gc --max-size 1")
+    assert "evicted" in capsys.readouterr().out
+    sh.ok("%flow config store=other-store mode=auto")
+    out = capsys.readouterr().out
+    assert f"store={tmp_path / 'other-store'}" in out and "mode=auto" in out
+    sh.ok("%flow remove b")
+    assert list(current_session().flow.graph.steps) == ["a"]  # type: ignore[union-attr]
+    assert "mode must be manual or auto" in sh.usage_error("%flow config mode=fast")
+    assert "unknown key 'colour'" in sh.usage_error("%flow config colour=red")
+    assert "expected key=value" in sh.usage_error("%flow config mode")
+    assert "exactly one step name" in sh.usage_error("%flow rerun")
+    assert "needs --max-size" in sh.usage_error("%flow cache gc")
+    assert "%%step is a cell magic" in sh.usage_error("%step load")
+    sh.ok("%flow help")
+    assert "%flow rerun STEP" in capsys.readouterr().out
+
+
+def test_flow_show_gives_the_dag_widget(sh: Shell) -> None:
+    sh.ok("%%step a\nx = 1")
+    result = sh.ok("w = %flow show")
+    widget = sh.ns["w"]
+    assert type(widget).__name__ == "DagWidget", result
+    assert "a" in widget.text()
+
+
+def test_export_writes_a_flow_script(sh: Shell, tmp_path: Path) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("%load_ext nbflow", id="a"),
+                nbformat.v4.new_code_cell("%%step a\nx = 1", id="b")]
+    nbformat.write(nb, tmp_path / "analysis.ipynb")
+    sh.ok("%flow export analysis_flow.py")
+    script = (tmp_path / "analysis_flow.py").read_text()
+    compile(script, "analysis_flow.py", "exec")
+    assert "def a(" in script
+    assert "needs a target file" in sh.usage_error("%flow export")
+
+
+def test_function_steps_join_the_live_flow(sh: Shell) -> None:
+    sh.ok("%%step base\nnumbers = [1, 2, 3]")
+    sh.ok("import nbflow\n@nbflow.step\ndef total(numbers):\n    return sum(numbers)")
+    sh.ok("@nbflow.step(outputs=('lo', 'hi'))\ndef bounds(numbers):\n    return min(numbers), max(numbers)")
+    sh.ok("%%step use\nmessage = f'{total} in [{lo}, {hi}]'")
+    assert sh.ns["message"] == "6 in [1, 3]"
+    assert callable(sh.ns["total"])  # the function keeps its name in the notebook
+    flow = current_session().flow  # type: ignore[union-attr]
+    assert set(flow.graph.steps) == {"base", "total", "bounds", "use"}
+    assert "binds 'total', which step 'total' already defines" in sh.usage_error(
+        "%%step clash\ntotal = 1")
+
+
+def test_step_outside_a_notebook_goes_to_the_default_flow_and_methods_to_flowspec() -> None:
+    from nbflow import decorators
+
+    def standalone(x: int = 1) -> int:
+        return x + 1
+
+    decorated = nbflow.step(standalone)
+    assert decorated is standalone
+    assert "standalone" in decorators.default_flow().graph.steps
+
+    class Tiny(nbflow.FlowSpec):  # type: ignore[misc]
+        @nbflow.step
+        def start(self) -> None:
+            self.next(self.end)
+
+        @nbflow.step
+        def end(self) -> None:
+            pass
+
+    assert getattr(Tiny.start, "_nbflow_step", False) is True
+    assert decorators.in_class_body(Tiny.end) and not decorators.in_class_body(standalone)
+
+
+def test_flow_run_names_a_flowspec_class(sh: Shell, capsys: pytest.CaptureFixture[str]) -> None:
+    sh.ok(
+        "from nbflow import FlowSpec, step\n"
+        "class HelloFlow(FlowSpec):\n"
+        "    @step\n"
+        "    def start(self):\n"
+        "        self.greeting = 'hello'\n"
+        "        self.next(self.end)\n"
+        "    @step\n"
+        "    def end(self):\n"
+        "        print('GREETING', self.greeting)\n"
+    )
+    sh.ok("run = %flow run HelloFlow")
+    assert "GREETING hello" in capsys.readouterr().out
+    assert sh.ns["run"] is not None
+
+
+def test_bad_step_lines_name_the_fix(sh: Shell) -> None:
+    assert "needs a step name first" in sh.usage_error("%%step\nx = 1")
+    assert "'my-step' is not a Python identifier" in sh.usage_error("%%step my-step\nx = 1")
+    assert "'class' is not a Python identifier" in sh.usage_error("%%step class\nx = 1")
+    assert "--in needs a value" in sh.usage_error("%%step s --in\nx = 1")
+    assert "'a-b' is not a Python identifier" in sh.usage_error("%%step s --out a-b\nx = 1")
+    assert "which the cell does not read" in sh.usage_error("%%step s --ignore zzz\nx = 1")
+    assert "--in names 'nope', which no step defines" in sh.usage_error("%%step s --in nope\nx = 1")
+    assert "syntax error" in sh.usage_error("%%step s\nx = (")
+    assert "empty" in sh.usage_error("%%step s\n# only a comment\n")
+    assert "did not bind 'y'" in sh.usage_error("%%step s --out y\nif False:\n    y = 1")
+    assert "cannot read" in sh.usage_error("%%step s --in 'a\nx = 1")
+    # nothing half-registered: the flow still works
+    sh.ok("%%step s\nx = 2")
+    assert sh.ns["x"] == 2
+
+
+def test_shell_magics_and_plain_output_in_a_step(sh: Shell, capsys: pytest.CaptureFixture[str]) -> None:
+    sh.ok("%%step magics\nfiles = !echo one two\nwords = files[0].split()\n%time total = len(words)")
+    assert sh.ns["words"] == ["one", "two"] and sh.ns["total"] == 2
+    capsys.readouterr()
+    sh.ok("%%step magics\nfiles = !echo one two\nwords = files[0].split()\n%time total = len(words)")
+    assert "cached, saved" in capsys.readouterr().out
+
+
+def test_remote_without_dask_cluster_config_is_clear(sh: Shell) -> None:
+    # --remote is accepted when dask is installed; a bad executor setting is one clear line
+    assert "executor" in sh.usage_error("%flow config executor=quantum")
+
+
+def test_unload_restores_the_shell(sh: Shell) -> None:
+    sh.ok("%unload_ext nbflow")
+    assert current_session() is None
+    from nbflow import decorators
+
+    assert decorators._live_registrar is None
+    sh.ok("%load_ext nbflow")
+    assert current_session() is not None
+    assert os.path.basename(current_session().flow.store.root) == ".nbflow"  # type: ignore[union-attr]
