@@ -30,7 +30,6 @@ from typing import Any, TypeVar
 
 from .errors import NbflowError, StepFailed
 from .events import Event
-from .flowspec_data import MissingArtifact
 from .flowspec_engine import SpecFlow, engine_flow
 from .flowspec_graph import parse_flow
 from .flowspec_task import _CTX, Inputs, TaskContext, is_step_method
@@ -254,13 +253,7 @@ def run_flow(
     flow.run_scheduler = scheduler
     flow.pinned = dict(pinned or {})
     try:
-        forced = set(force)
-        for attempt in range(2):
-            result = flow.run(params=values, force=forced, raise_on_failure=False)
-            lost = {e.origin for e in result.errors.values() if isinstance(e, MissingArtifact)}
-            if not lost or attempt or not lost <= set(user_steps):
-                break
-            forced |= lost  # an artifact was evicted from the store: recompute where it was set
+        result = flow.run(params=values, force=force, raise_on_failure=False)
     except BaseException:
         recorder.finish("failed")
         raise

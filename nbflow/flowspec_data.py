@@ -52,6 +52,9 @@ class MissingArtifact(ArtifactError):
             f"rerun step '{origin}' (resume {origin}) to recompute it"
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:  # travels back from pool workers as itself
+        return (MissingArtifact, (self.name, self.digest, self.origin))
+
 
 def artifact_key(digest: str) -> str:
     """The store key of a stored artifact: a function of its content only."""

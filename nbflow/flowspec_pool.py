@@ -24,7 +24,8 @@ from typing import Any
 from .backends.parallel import ParallelRun
 from .errors import NbflowError
 from .events import Event
-from .executor import VOLATILE, Run, StepOutput, foreach_item_key
+from .executor import VOLATILE, Run, StepOutput, _Stale, foreach_item_key
+from .flowspec_data import MissingArtifact
 from .graph import Step
 from .store import Manifest, encode
 from .store.codec import value_digest
@@ -52,6 +53,8 @@ class _Pinning:
     pinned: dict[str, str]
 
     def take_pinned(self: Any, step: Step) -> bool:
+        if step.name in self.force:
+            return False
         key = self.pinned.get(step.name)
         manifest = self.store.get(key) if key else None
         if manifest is None or not all(o in manifest.outputs for o in step.outputs):
@@ -107,6 +110,18 @@ class _Pinning:
         return {o: [r[o] for r in results] for o in step.outputs}, {}
 
 
+    def lost_artifact(self: Any, step: str) -> _Stale | None:
+        """A step failed because an artifact's entry is gone (evicted, cleared): the engine's
+        retry recomputes the step that set it (whose entry this run took from the store)."""
+        error = self.errors.get(step)
+        origin = getattr(error, "origin", None)
+        if not isinstance(error, MissingArtifact) or origin not in self.manifests:
+            return None
+        self.failed.remove(step)
+        del self.errors[step]
+        return _Stale(str(origin))
+
+
 class SpecRun(_Pinning, Run):
     """The serial walk with pinned steps, forced foreach items and item events."""
 
@@ -116,6 +131,13 @@ class SpecRun(_Pinning, Run):
 
     def run_step(self, step: Step) -> bool:
         return self.take_pinned(step) or super().run_step(step)
+
+    def compute(self, step: Step, key: str, merged: dict[str, str], volatile: bool) -> bool:
+        ok = super().compute(step, key, merged, volatile)
+        stale = None if ok else self.lost_artifact(step.name)
+        if stale is not None:
+            raise stale
+        return ok
 
 
 class SpecParallelRun(_Pinning, ParallelRun):
@@ -135,3 +157,10 @@ class SpecParallelRun(_Pinning, ParallelRun):
                 volatile = any(v.startswith(VOLATILE) for v in merged.values())
                 return self.compute(step, key, merged, volatile)
         return super().start(step)
+
+    def _failed(self, job: Any, e: BaseException) -> None:
+        super()._failed(job, e)
+        stale = self.lost_artifact(job.step.name)
+        if stale is not None:
+            self._abort(None)
+            raise stale

@@ -41,6 +41,9 @@ class MergeArtifactsError(NbflowError):
         self.artifacts = list(artifacts)
         super().__init__(message)
 
+    def __reduce__(self) -> tuple[Any, ...]:  # travels back from pool workers as itself
+        return (MergeArtifactsError, (str(self), self.artifacts))
+
 
 @dataclass(frozen=True)
 class TaskSpec:
