@@ -97,7 +97,11 @@ class _TopLevel(ast.NodeVisitor):
     def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
         if node.value is not None:
             self.visit(node.value)
+        self.visit(node.annotation)  # evaluated at module level (no postponed annotations)
+        if node.value is not None:
             self.bind_target(node.target)
+        elif not isinstance(node.target, ast.Name):
+            self.bind_target(node.target)  # ``obj.attr: T`` still evaluates ``obj``
 
     def visit_NamedExpr(self, node: ast.NamedExpr) -> None:
         self.visit(node.value)
