@@ -127,11 +127,12 @@ def function_code(func: Callable[..., Any], outputs: tuple[str, ...] = ()) -> st
 
 # -- external values ------------------------------------------------------------------------------
 _GLOBAL_OPS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "STORE_GLOBAL", "DELETE_GLOBAL"})
-_globals_cache: dict[types.CodeType, frozenset[str]] = {}
+_globals_cache: dict[types.CodeType, tuple[str, ...]] = {}
 
 
-def _global_names(code: types.CodeType) -> frozenset[str]:
-    """Names a code object really reads or writes as globals (recursively into nested code).
+def _global_names(code: types.CodeType) -> tuple[str, ...]:
+    """Names a code object really reads or writes as globals (recursively into nested code),
+    sorted: fingerprints are built in this order, so it must not depend on the hash seed.
 
     Not ``co_names``: it also holds attribute names and imported module names, so ``df.plot()``
     would fingerprint an unrelated global ``plot`` and keys would depend on whatever the
@@ -143,8 +144,8 @@ def _global_names(code: types.CodeType) -> frozenset[str]:
     names = {i.argval for i in dis.get_instructions(code) if i.opname in _GLOBAL_OPS}
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            names |= _global_names(const)
-    result = frozenset(names)
+            names.update(_global_names(const))
+    result = tuple(sorted(names))
     _globals_cache[code] = result
     return result
 
