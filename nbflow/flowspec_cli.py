@@ -15,7 +15,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from .errors import NbflowError, StepFailed
 from .flowspec_graph import FlowGraph, FlowGraphError, parse_flow
@@ -41,8 +41,14 @@ def build_parser(cls: type, graph: FlowGraph, prog: str) -> argparse.ArgumentPar
 
             add_cli_options(p)  # --executor, --address, --max-workers N (a local process pool)
 
-    run = sub.add_parser("run", help="run the flow", description="Run the flow. Parameters:")
-    add_arguments(run, graph.params)
+    run = sub.add_parser(
+        "run", help="run the flow",
+        description="Run the flow. Steps (and foreach items) whose code, parameters and inputs "
+                    "are unchanged are served from the store.",
+    )
+    if graph.params:
+        group = run.add_argument_group("parameters")  # the same add_argument API as a parser
+        add_arguments(cast(argparse.ArgumentParser, group), graph.params)
     common(run)
     show = sub.add_parser("show", help="print the steps, their docstrings and transitions")
     del show
