@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 
 #: run options a parameter may not shadow
 _RESERVED = frozenset({"from", "to", "from_step", "to_step", "store", "help", "quiet",
-                       "summary_json", "summary-json", "command", "step", "h", "q"})
+                       "summary_json", "summary-json", "command", "step", "h", "q",
+                       "executor", "address", "max_workers", "max-workers"})
 
 
 class ScriptMixin:
@@ -128,6 +129,7 @@ def build_parser(flow: Flow) -> argparse.ArgumentParser:
 
     group = run.add_argument_group("parameters")  # same add_argument API as a parser
     add_arguments(cast(argparse.ArgumentParser, group), flow_parameters(flow))
+    _add_executor_options(run)
 
     show = sub.add_parser("show", help="print the steps, their edges and docstrings, in order")
     show.add_argument("--store", metavar="PATH", help="the store (default: the flow's; $NBFLOW_STORE)")
@@ -141,7 +143,15 @@ def build_parser(flow: Flow) -> argparse.ArgumentParser:
     )
     resume.add_argument("step", nargs="?", metavar="STEP", help="rerun from this step instead")
     _add_common(resume)
+    _add_executor_options(resume)
     return parser
+
+
+def _add_executor_options(p: argparse.ArgumentParser) -> None:
+    """``--executor``, ``--address``, ``--max-workers``: where steps run (nbflow.backends)."""
+    from .backends import add_cli_options
+
+    add_cli_options(p)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -288,8 +298,12 @@ def execute_recorded(
         "command": command, "targets": targets, "force": force, "origin": origin, "script": True})
     detach = recorder.attach(flow.events)
     unsubscribe = flow.events.subscribe(_printer(flow)) if not args.quiet else (lambda: None)
+    from .backends import from_cli
+
+    scheduler = from_cli(args)  # None: the serial walk (or what flow.config chose)
+    options = {"executor": scheduler} if scheduler is not None else {}
     try:
-        result = flow.run(*targets, params=values, force=force, raise_on_failure=False)
+        result = flow.run(*targets, params=values, force=force, raise_on_failure=False, **options)
     finally:
         unsubscribe()
         detach()

@@ -329,3 +329,15 @@ def test_runs_command_and_console_script(script: Path, tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("nbflow")
     p = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and p.stdout.startswith("nbflow ")
+
+
+def test_parallel_run_matches_serial(script: Path, tmp_path: Path) -> None:
+    rc, serial, _, err = run(script, "run", "--label", "L")
+    assert rc == 0, err
+    rc, par, out, err = run(script, "run", "--label", "L", "--max-workers", "2",
+                            "--store", str(tmp_path / "par"), process=True)
+    assert rc == 0, err
+    assert sorted(par["executed"]) == sorted(serial["executed"]) and par["keys"] == serial["keys"]
+    assert "total: ('L', 3.0)" in out
+    rc, _, _, err = run(script, "run", "--label", "L", "--executor", "serial", "--address", "tcp://x:1")
+    assert rc == 2 and "address= needs executor='dask'" in err
