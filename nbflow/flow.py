@@ -369,7 +369,7 @@ def function_step(
     step_name = name or func.__name__
     if isinstance(outputs, str):
         outputs = (outputs,)
-    outs = tuple(outputs) if outputs else (step_name,)
+    outs = tuple(outputs) if outputs is not None else (step_name,)  # () : no outputs
     sig = inspect.signature(func)
     inputs: list[str] = []
     defaults: dict[str, Any] = {}
@@ -391,6 +391,8 @@ def function_step(
         result = func(**values)
         if isinstance(result, StepOutput):
             return result
+        if not outs:  # a step run for its effect (a plot, a file), like a cell binding nothing
+            return {}
         if not multi:
             return {outs[0]: result}
         if not isinstance(result, tuple | list) or len(result) != len(outs):
