@@ -6,10 +6,7 @@ and ``end`` exist, ``self.next`` targets are steps, no cycles, every step reacha
 branch and foreach joined by a step taking ``inputs`` — and gives every step its *split stack*
 (the splits it is inside), from which the engine mapping follows.
 
-It also finds which ``self.<name>`` each step reads (through helper methods too): a step's key
-then covers only the parameters it reads, and a foreach list travels with each item only when a
-step inside the foreach reads the whole list. A step that uses ``self`` in a way that cannot be
-followed (``getattr(self, ...)``, passing ``self`` to a function) counts as reading everything.
+Each node also records which ``self.<name>`` the step reads (see :mod:`nbflow.flowspec_reads`).
 
 Pure ``ast``/``inspect``; no I/O; must never import IPython.
 """
@@ -20,11 +17,12 @@ import ast
 import inspect
 import textwrap
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import GraphError
+from .flowspec_reads import Reads, join_names
 from .parameters import Parameter, help_lines
 
 #: names a flow's steps, parameters and artifacts may not take (FlowSpec uses them)
@@ -34,8 +32,6 @@ RESERVED = frozenset(
 )
 #: parameter names that would shadow the keyword arguments of FlowSpec.run()
 RUN_OPTIONS = frozenset({"max_workers", "executor", "address", "store", "echo", "origin_run_id"})
-_DYNAMIC_NAMES = frozenset({"eval", "exec", "vars", "locals", "globals", "super", "getattr",
-                            "setattr", "delattr", "hasattr"})
 
 Branch = tuple[str, str]  # (split step, branch target; "" for a foreach)
 
@@ -238,85 +234,6 @@ def _parse_next(name: str, call: ast.Call, selfname: str) -> tuple[tuple[str, ..
     return tuple(targets), foreach
 
 
-def self_reads(fn: ast.FunctionDef) -> tuple[set[str], bool]:
-    """``self.<name>`` reads of a method, and whether ``self`` escapes static view."""
-    if not fn.args.args:
-        return set(), True
-    selfname = fn.args.args[0].arg
-    parents: dict[int, ast.AST] = {}
-    for node in ast.walk(fn):
-        for child in ast.iter_child_nodes(node):
-            parents[id(child)] = node
-    reads: set[str] = set()
-    dynamic = False
-    for node in ast.walk(fn):
-        if isinstance(node, ast.Name):
-            if node.id == selfname:
-                parent = parents.get(id(node))
-                if isinstance(parent, ast.Attribute) and parent.value is node:
-                    reads.add(parent.attr)
-                else:
-                    dynamic = True
-            elif node.id in _DYNAMIC_NAMES:
-                dynamic = True
-    return reads, dynamic
-
-
-class _Reads:
-    """``self`` reads of steps, followed through helper methods and properties of the class."""
-
-    def __init__(self, cls: type) -> None:
-        self.cls = cls
-        self.memo: dict[str, tuple[frozenset[str], bool]] = {}
-
-    def of(self, fn: ast.FunctionDef) -> tuple[frozenset[str], bool]:
-        reads, dynamic = self_reads(fn)
-        todo = list(reads)
-        seen: set[str] = set()
-        while todo:
-            attr = todo.pop()
-            if attr in seen or attr in RESERVED:
-                continue
-            seen.add(attr)
-            more, dyn = self.helper(attr)
-            dynamic = dynamic or dyn
-            for m in more - reads:
-                reads.add(m)
-                todo.append(m)
-        return frozenset(reads), dynamic
-
-    def helper(self, attr: str) -> tuple[frozenset[str], bool]:
-        if attr in self.memo:
-            return self.memo[attr]
-        self.memo[attr] = (frozenset(), False)  # recursion guard
-        static = inspect.getattr_static(self.cls, attr, None)
-        funcs: list[Callable[..., Any]] = []
-        if isinstance(static, types.FunctionType) and not is_step(static):
-            if getattr(static, "__module__", "") == "nbflow.flowspec":
-                return self.memo[attr]
-            funcs.append(static)
-        elif isinstance(static, property):
-            funcs += [f for f in (static.fget, static.fset, static.fdel) if f is not None]
-        elif static is not None and hasattr(static, "__get__") and not isinstance(
-            static, staticmethod | classmethod | Parameter | types.FunctionType
-        ):
-            self.memo[attr] = (frozenset(), True)  # an unknown descriptor may read anything
-            return self.memo[attr]
-        reads: set[str] = set()
-        dynamic = False
-        for f in funcs:
-            try:
-                fn = _function_def(f, f"helper {attr}")  # type: ignore[arg-type]
-            except FlowGraphError:
-                dynamic = True
-                continue
-            r, d = self_reads(fn)
-            reads |= r
-            dynamic = dynamic or d
-        self.memo[attr] = (frozenset(reads), dynamic)
-        return self.memo[attr]
-
-
 def parse_flow(cls: type) -> FlowGraph:
     """Read ``cls``'s steps and check every rule; raises :class:`FlowGraphError`."""
     name = cls.__name__
@@ -328,7 +245,7 @@ def parse_flow(cls: type) -> FlowGraph:
                 f"flow {name} has no step named '{required}'; every flow goes from "
                 f"@step def start(self) to @step def end(self)"
             )
-    reads = _Reads(cls)
+    reads = Reads(cls, is_step, _function_def, RESERVED)
     nodes: dict[str, Node] = {}
     for sname, func in funcs.items():
         if sname in RESERVED:
@@ -342,7 +259,7 @@ def parse_flow(cls: type) -> FlowGraph:
                      {n: nodes[n] for n in order}, params)
 
 
-def _parse_step(name: str, func: types.FunctionType, reads: _Reads) -> Node:
+def _parse_step(name: str, func: types.FunctionType, reads: Reads) -> Node:
     fn = _function_def(func, f"step '{name}'")
     args = fn.args
     positional = [a.arg for a in (*args.posonlyargs, *args.args)]
@@ -369,34 +286,12 @@ def _parse_step(name: str, func: types.FunctionType, reads: _Reads) -> Node:
             )
         targets, foreach = _parse_next(name, call, selfname)
     r, dynamic = reads.of(fn)
-    names, merges_all = _join_names(fn) if len(positional) == 2 else (frozenset(), False)
+    names, merges_all = join_names(fn) if len(positional) == 2 else (frozenset(), False)
     return Node(
         name=name, func=func, doc=inspect.getdoc(func), is_join=len(positional) == 2,
         targets=targets, foreach=foreach, line=func.__code__.co_firstlineno, reads=r,
         dynamic=dynamic, names=names | r, merges_all=merges_all,
     )
-
-
-def _join_names(fn: ast.FunctionDef) -> tuple[frozenset[str], bool]:
-    """Artifact names a join may read from its inputs: every ``.name`` in its body and every
-    literal in ``merge_artifacts(include=[...])``; a merge without a literal include reads all."""
-    names: set[str] = set()
-    merges_all = False
-    for node in ast.walk(fn):
-        if isinstance(node, ast.Attribute):
-            names.add(node.attr)
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
-                and node.func.attr == "merge_artifacts":
-            include = next((k.value for k in node.keywords if k.arg == "include"), None)
-            if include is None and len(node.args) > 2:
-                include = node.args[2]
-            if isinstance(include, ast.List | ast.Tuple | ast.Set) and all(
-                isinstance(e, ast.Constant) and isinstance(e.value, str) for e in include.elts
-            ):
-                names.update(str(e.value) for e in include.elts)  # type: ignore[attr-defined]
-            else:
-                merges_all = True
-    return frozenset(names), merges_all
 
 
 def _check_params(flow: str, params: list[Parameter], nodes: dict[str, Node]) -> None:
