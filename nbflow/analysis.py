@@ -245,10 +245,11 @@ def _nested_globals(table: symtable.SymbolTable, eager: bool = True
     return now, later - now, assigned
 
 
-def analyze(source: str) -> CellAnalysis:
-    """Analyse a cell's (already IPython-transformed) source."""
+def analyze(source: str, tree: ast.Module | None = None) -> CellAnalysis:
+    """Analyse a cell's (already IPython-transformed) source (``tree``: its parse, if the
+    caller has it already)."""
     try:
-        tree = ast.parse(source)
+        tree = tree if tree is not None else ast.parse(source)
         table = symtable.symtable(source, "<cell>", "exec")
     except SyntaxError as e:
         raise AnalysisError(f"the cell has a syntax error on line {e.lineno}: {e.msg}") from e

@@ -22,7 +22,7 @@ import types
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import keys
@@ -48,6 +48,7 @@ class Compiled:
     last: types.CodeType | None  # the trailing expression, displayed like a cell's result
     filename: str
     tree: ast.Module
+    normalized: dict[tuple[str, ...], str] = field(default_factory=dict, compare=False)
 
 
 _compiled: OrderedDict[tuple[str, bool], Compiled] = OrderedDict()
@@ -70,10 +71,15 @@ def compile_cell(shell: Any, code: str, raw: str) -> Compiled:
     if hit is not None:
         _compiled.move_to_end(memo_key)
         return hit
-    analysis = analyze(code)
-    tree = ast.parse(code)
+    try:
+        tree = ast.parse(code)
+    except SyntaxError as e:
+        raise AnalysisError(f"the cell has a syntax error on line {e.lineno}: {e.msg}") from None
+    analysis = analyze(code, tree)
     transform = getattr(shell, "transform_ast", None)
-    run_tree = transform(ast.parse(code)) if transform is not None else tree
+    run_tree = tree
+    if transform is not None and getattr(shell, "ast_transformers", None):
+        run_tree = transform(ast.parse(code))  # a fresh tree: the key's tree stays untouched
     cache = getattr(getattr(shell, "compile", None), "cache", None)
     number = int(getattr(shell, "execution_count", 0) or 0)
     filename = cache(code, number) if cache is not None else "<nbflow cell>"
@@ -114,7 +120,11 @@ class CellSpec:
         return tuple(dict.fromkeys([*self.compiled.analysis.reads, *extra]))
 
     def normalized(self) -> str:
-        return keys.normalize_body(self.compiled.tree.body, self.outputs)
+        memo = self.compiled.normalized
+        text = memo.get(self.outputs)
+        if text is None:
+            text = memo[self.outputs] = keys.normalize_body(self.compiled.tree.body, self.outputs)
+        return text
 
     def split_reads(self, producers: Mapping[str, str], params: Mapping[str, Any]) -> tuple[
             tuple[str, ...], tuple[str, ...]]:
@@ -131,13 +141,29 @@ class CellSpec:
         return tuple(inputs), tuple(externals)
 
 
+_transformed: OrderedDict[str, str] = OrderedDict()
+
+
+def transform(shell: Any, body: str) -> str:
+    """IPython's ``transform_cell`` (magics, ``!cmd`` -> calls), memoized: it tokenizes the
+    whole cell, the largest part of a re-run's overhead, and depends only on the text."""
+    code = _transformed.get(body)
+    if code is None:
+        code = _transformed[body] = shell.transform_cell(body)
+        if len(_transformed) > _COMPILED_MAX:
+            _transformed.popitem(last=False)
+    else:
+        _transformed.move_to_end(body)
+    return code
+
+
 def prepare_cell(shell: Any, args: StepArgs, body: str, raw: str, cell_id: str | None) -> CellSpec:
     """Parse and analyse a ``%%step`` cell body. Raises UsageError naming the step and the fix."""
     from IPython.core.error import UsageError
 
     if not body.strip():
         raise UsageError(f"step '{args.name}' is empty; write the step's code below the %%step line")
-    code = shell.transform_cell(body)
+    code = transform(shell, body)
     try:
         compiled = compile_cell(shell, code, body)
     except AnalysisError as e:

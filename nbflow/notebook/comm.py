@@ -32,7 +32,7 @@ from ..protocol import (
     status_message,
     validate_client_message,
 )
-from ..widget import FlowMirror, GraphInfo, MainThread, run_command, step_details
+from ..widget import Batcher, FlowMirror, GraphInfo, MainThread, run_command, step_details
 
 log = logging.getLogger("nbflow.comm")
 
@@ -67,8 +67,10 @@ class FlowComm:
         self._main = MainThread()
         self._closed = False
         self._exporter = find_exporter()
+        self._batcher = Batcher(self._send_status)
+        self._was_busy = False
         self._mirror = FlowMirror(
-            flow, self._send_status, self._send_graph, with_source=True, cell_of=self._cells.get
+            flow, self._on_status, self._send_graph, with_source=True, cell_of=self._cells.get
         )
         self._manager = comm_lib.get_comm_manager()
         self._manager.register_target(COMM_TARGET, self._on_open)
@@ -143,6 +145,17 @@ class FlowComm:
             except Exception as e:  # a dead front end must not break a run
                 log.debug("nbflow comm send failed: %s", e)
                 self._forget(c)
+
+    def _on_status(self, updates: dict[str, StatusInfo]) -> None:
+        self._batcher.add(updates)
+        busy = bool(self._mirror.busy)
+        if self._was_busy and not busy:
+            self._batcher.flush()  # a run ended: its last statuses go before the cell finishes
+        self._was_busy = busy
+
+    def flush(self) -> None:
+        """Send pending status updates now (else they follow within ``Batcher`` interval)."""
+        self._batcher.flush()
 
     def _send_status(self, updates: dict[str, StatusInfo]) -> None:
         self._broadcast(status_message(updates))
@@ -221,6 +234,7 @@ class FlowComm:
             return
         self._closed = True
         self._mirror.close()
+        self._batcher.close()
         if self.shell is not None and getattr(self.shell, "events", None) is not None:
             for name, cb in (("pre_run_cell", self._pre_run_cell), ("post_run_cell", self._post_run_cell)):
                 try:

@@ -12,6 +12,7 @@ and a cell's own recorded output is replayed with one ``cached, saved …`` line
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -63,6 +64,17 @@ def _same_step(a: Step, b: Step) -> bool:
     ) and _params_equal(a.params, b.params)
 
 
+def _unchanged(old: Step, new: Step) -> bool:
+    """Same cell text, options and external names: the old step's action is as good."""
+    a, b = old.action, new.action
+    if not (isinstance(a, CellAction) and isinstance(b, CellAction)):
+        return False
+    return (a.spec.args, a.spec.raw, a.spec.code, a.spec.outputs, a.spec.cell_id,
+            a.external_names, a.spec.compiled is b.spec.compiled) == (
+        b.spec.args, b.spec.raw, b.spec.code, b.spec.outputs, b.spec.cell_id,
+        b.external_names, True) and _same_step(old, new) and old.meta == new.meta
+
+
 def _params_equal(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     if a.keys() != b.keys():
         return False
@@ -93,6 +105,7 @@ class Session:
         self._log: list[Event] = []
         self.comm: Any = None  # the JupyterLab comm, when nbflow.notebook.comm attached one
         self.on_close: list[Callable[[], Any]] = []
+        self._touched: dict[str, float] = {}
         self._unsubscribe = self.flow.events.subscribe(self._on_event)
 
     def close(self) -> None:
@@ -229,6 +242,8 @@ class Session:
 
     def _install(self, step: Step) -> None:
         old = self.flow.graph.steps.get(step.name)
+        if old is not None and _unchanged(old, step):
+            return  # the very same cell run again: keep the step (and the graph's memos)
         if old is not None and _same_step(old, step):
             self.flow.graph.add(step)  # same key recipe: swap the action, nothing goes stale
         else:
@@ -434,7 +449,12 @@ class Session:
             for out, value in values.items():
                 self.bind_output(out, value)
         self.bound[name] = manifest.key
-        store.touch(manifest.key)
+        now = time.monotonic()
+        if now - self._touched.get(manifest.key, -1e9) > 60:
+            # least-recently-used for `cache gc`; not on every hit: touching changes the
+            # manifest's mtime, which makes the store verify its signature again
+            self._touched[manifest.key] = now
+            store.touch(manifest.key)
         return True
 
     def raise_failure(self, result: RunResult, cell: str | None) -> None:

@@ -1,0 +1,265 @@
+"""Overhead of the notebook adapter, measured in-process with a real IPython InteractiveShell.
+
+    .venv/bin/python bench/bench_notebook.py [--steps 200] [--repeat 300]
+
+1. the magic's own work per typical ``%%step`` cell (parse, key, bookkeeping; user code and
+   store I/O excluded) — target ≤ 1 ms median — on a cache hit when the cell is re-run, on a
+   cache hit the first time a fresh kernel sees the cell (restart + run all), and on a miss;
+   baseline: the same code as a plain cell through the same shell.
+2. ``%flow status`` of a 200-step notebook — target ≤ 50 ms.
+
+Store I/O is timed by wrapping the store's backend methods (the real ones, called through), so
+it can be reported separately and taken out of "own work".
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("NBFLOW_KEY_FILE", str(Path(tempfile.mkdtemp()) / "hmac.key"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from IPython.core.interactiveshell import InteractiveShell  # noqa: E402
+
+from nbflow.notebook import cellstep, current_session  # noqa: E402
+
+IO_METHODS = ("read", "map", "write_atomic", "signature", "size", "touch", "remove", "walk")
+
+
+class IOClock:
+    """Accumulates time spent in the store backend's I/O methods."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def wrap(self, backend: Any) -> None:
+        for name in IO_METHODS:
+            original = getattr(backend, name, None)
+            if original is None or getattr(original, "_nbflow_timed", False):
+                continue
+            setattr(backend, name, self._timed(original))
+
+    def _timed(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                result = fn(*args, **kwargs)
+                if name_is_generator(result):
+                    result = list(result)
+                return result
+            finally:
+                self.seconds += time.perf_counter() - t
+
+        timed._nbflow_timed = True  # type: ignore[attr-defined]
+        return timed
+
+
+def name_is_generator(value: Any) -> bool:
+    return hasattr(value, "__next__") and hasattr(value, "__iter__")
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Cell output goes to a buffer (the kernel would send it asynchronously)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        yield
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.3f} ms"
+
+
+def line(name: str, value: str, note: str = "") -> None:
+    print(f"  {name:<58} {value:>12}  {note}")
+
+
+def typical_cell(i: int) -> str:
+    """~8 lines: reads two outputs of earlier steps and two globals, binds two names."""
+    prev = f"a{i - 1}" if i else "seed"
+    prev2 = f"b{i - 2}" if i >= 2 else "seed"
+    return (
+        f"%%step s{i}\n"
+        f"# step {i}: combine the previous results\n"
+        f"import math\n"
+        f"_scale = factor * 2\n"
+        f"_total = {prev} + {prev2} * _scale\n"
+        f"a{i} = math.floor(_total) % 1000\n"
+        f"b{i} = a{i} + offset\n"
+        f"if a{i} < 0:\n"
+        f"    print('negative', a{i})\n"
+    )
+
+
+def plain_of(cell: str) -> str:
+    return cell.split("\n", 1)[1]
+
+
+def setup_shell(workdir: Path, comm: bool = True) -> tuple[InteractiveShell, Any, IOClock]:
+    os.chdir(workdir)
+    os.environ["JPY_SESSION_NAME"] = str(workdir / "bench.ipynb")
+    shell = InteractiveShell.instance()
+    with quiet():
+        shell.run_cell("%unload_ext nbflow")
+        shell.reset(new_session=True)
+        shell.run_cell("%load_ext nbflow")
+        shell.run_cell("seed = 1\nfactor = 3\noffset = 7")
+    session = current_session()
+    assert session is not None
+    if not comm and session.comm is not None:
+        session.comm.close()  # measure without the JupyterLab comm's event handling
+    clock = IOClock()
+    clock.wrap(session.flow.store.backend)
+    return shell, session, clock
+
+
+def run(shell: InteractiveShell, source: str) -> float:
+    with quiet():
+        t = time.perf_counter()
+        result = shell.run_cell(source)
+        elapsed = time.perf_counter() - t
+    if not result.success:
+        raise RuntimeError(f"cell failed: {source!r}: {result.error_in_exec or result.error_before_exec}")
+    return elapsed
+
+
+def magic_time(shell: InteractiveShell, session: Any, clock: IOClock, body_line: str,
+               body: str) -> tuple[float, float]:
+    """(seconds inside the %%step magic, of which store I/O) for one cell run."""
+    clock.seconds = 0.0
+    with quiet():
+        t = time.perf_counter()
+        session.step_cell(body_line, body)
+        total = time.perf_counter() - t
+    return total, clock.seconds
+
+
+def bench_cells(steps: int, repeat: int, comm: bool = True) -> dict[str, float]:
+    """A notebook of ``steps`` chained step cells; the measured cell is the middle one, so it
+    has ``steps // 2`` ancestors whose keys the engine checks on every run (``make``)."""
+    work = Path(tempfile.mkdtemp(prefix="nbflow-bench-nb-"))
+    shell, session, clock = setup_shell(work, comm)
+    cells = [typical_cell(i) for i in range(steps)]
+    for c in cells:  # first run: everything executes and is stored
+        run(shell, c)
+    target = cells[len(cells) // 2]
+    head, body = target.split("\n", 1)
+    name_line = head[len("%%step "):]
+    plain = plain_of(target)
+
+    # baseline: the same code as a plain cell
+    base = [run(shell, plain) for _ in range(repeat)]
+    # a hit, re-running the cell (parse and compile memoized, as when a user re-runs a cell)
+    whole = [run(shell, target) for _ in range(repeat)]
+    own, io_ = [], []
+    for _ in range(repeat):
+        shell.events.trigger("pre_run_cell", _Info(target))
+        total, io_s = magic_time(shell, session, clock, name_line, body)
+        own.append(total - io_s)
+        io_.append(io_s)
+    # a hit the first time a fresh kernel sees the cell (restart + run all): nothing memoized
+    first_own, first_io = [], []
+    for _ in range(max(repeat // 5, 20)):
+        shell, session, clock = setup_shell(work, comm)
+        cellstep._compiled.clear()
+        cellstep._transformed.clear()
+        for c in cells[: len(cells) // 2]:
+            run(shell, c)
+        shell.events.trigger("pre_run_cell", _Info(target))
+        total, io_s = magic_time(shell, session, clock, name_line, body)
+        first_own.append(total - io_s)
+        first_io.append(io_s)
+    # a miss: new code each time (the cell runs and its outputs are written)
+    miss_own, miss_io = [], []
+    for k in range(min(repeat, 200)):
+        src = target.replace("% 1000", f"% {1000 + k + 1}")
+        head, rest = src.split("\n", 1)
+        shell.events.trigger("pre_run_cell", _Info(src))
+        code = compile(rest, "<user>", "exec")
+        t = time.perf_counter()
+        exec(code, dict(shell.user_ns))  # the user's own code, timed alone
+        user = time.perf_counter() - t
+        total, io_s = magic_time(shell, session, clock, head[len("%%step "):], rest)
+        miss_own.append(total - io_s - user)
+        miss_io.append(io_s)
+    return {
+        "baseline": statistics.median(base),
+        "hit_whole": statistics.median(whole),
+        "hit_own": statistics.median(own),
+        "hit_io": statistics.median(io_),
+        "first_own": statistics.median(first_own),
+        "first_io": statistics.median(first_io),
+        "miss_own": statistics.median(miss_own),
+        "miss_io": statistics.median(miss_io),
+        "ancestors": float(len(cells) // 2),
+    }
+
+
+class _Info:
+    def __init__(self, raw: str) -> None:
+        self.raw_cell = raw
+
+
+def bench_status(steps: int) -> dict[str, float]:
+    work = Path(tempfile.mkdtemp(prefix="nbflow-bench-status-"))
+    shell, session, clock = setup_shell(work)
+    for i in range(steps):
+        run(shell, typical_cell(i))
+    times = [run(shell, "%flow status") for _ in range(20)]
+    return {"status": statistics.median(times), "steps": float(len(session.flow.graph.steps))}
+
+
+def report(title: str, r: dict[str, float]) -> None:
+    print(f"{title} (the cell has {int(r['ancestors'])} ancestors), medians")
+    line("baseline: the same code as a plain cell (shell.run_cell)", ms(r["baseline"]))
+    line("%%step cell, cache hit, whole cell (shell.run_cell)", ms(r["hit_whole"]),
+         f"{r['hit_whole'] / r['baseline']:.1f}x baseline (the user code does not run)")
+    for key, what in (("hit_own", "nbflow's own work, cache hit, cell re-run"),
+                      ("first_own", "nbflow's own work, cache hit, first run in a kernel"),
+                      ("miss_own", "nbflow's own work, cache miss (cell runs, is stored)")):
+        ok = "OK" if r[key] <= 0.001 else "OVER"
+        line("  " + what, ms(r[key]),
+             f"target <= 1 ms: {ok}; {r[key] / r['baseline']:.1f}x baseline")
+    line("  store I/O excluded above: hit / first run / miss",
+         f"{r['hit_io'] * 1000:.2f}/{r['first_io'] * 1000:.2f}/{r['miss_io'] * 1000:.2f} ms")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=200, help="steps of the status notebook")
+    parser.add_argument("--typical", type=int, default=20, help="steps of the typical notebook")
+    parser.add_argument("--repeat", type=int, default=300)
+    args = parser.parse_args(argv)
+    import IPython
+
+    print(f"nbflow notebook overhead — IPython {IPython.__version__}, Python "
+          f"{sys.version.split()[0]}, in-process InteractiveShell")
+    print("A typical %%step cell: 8 lines, 2 step inputs, 2 globals, 2 outputs.")
+    report(f"1a. middle cell of a {args.typical}-step notebook, JupyterLab comm attached",
+           bench_cells(args.typical, args.repeat, comm=True))
+    report("1b. the same without the comm (core + adapter only)",
+           bench_cells(args.typical, args.repeat, comm=False))
+    deep = bench_cells(args.steps, max(args.repeat // 5, 30), comm=True)
+    report(f"1c. worst case: middle cell of a {args.steps}-step chain, comm attached", deep)
+    per = (deep["hit_own"]) / deep["ancestors"]
+    line("  => per ancestor whose key is checked", f"{per * 1e6:.1f} us")
+    s = bench_status(args.steps)
+    print(f"2. %flow status of a {int(s['steps'])}-step notebook (median of 20)")
+    ok = "OK" if s["status"] <= 0.050 else "OVER"
+    line("%flow status (whole cell, store lookups included)", ms(s["status"]),
+         f"target <= 50 ms: {ok}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
