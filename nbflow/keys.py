@@ -206,16 +206,26 @@ class Fingerprinter:
         if mod is not None and cls.__module__ not in ("__main__",) and getattr(mod, "__file__", None):
             if not cls.__module__.startswith("__"):
                 return digest_parts(["class", cls.__qualname__, module_version(mod)])
-        try:
-            src = textwrap.dedent(inspect.getsource(cls))
-            text = _dump(ast.parse(src).body)
-        except (OSError, TypeError, SyntaxError):
-            text = cls.__qualname__
-        parts = ["class", text]
-        for attr in vars(cls).values():
-            if isinstance(attr, types.FunctionType) and id(attr) not in seen:
+        # the user's own class (a notebook cell, a script's __main__): built from its members,
+        # not inspect.getsource, which cannot find a class defined in a notebook cell -- so an
+        # edited method changes the fingerprint there too, and the notebook and its exported
+        # script agree
+        parts = ["class", cls.__qualname__, *(b.__qualname__ for b in cls.__bases__)]
+        for name, attr in sorted(vars(cls).items()):
+            funcs = _member_functions(attr)
+            if funcs is not None:
+                for f in funcs:
+                    if id(f) not in seen:
+                        seen.add(id(f))
+                        parts += [name, function_code(f), *self.function_externals(f, seen)]
+            elif isinstance(attr, type) and id(attr) not in seen:
                 seen.add(id(attr))
-                parts.extend(self.function_externals(attr, seen))
+                parts += [name, self.external(name, attr, seen) or ""]
+            elif not (name.startswith("__") and name.endswith("__")):
+                try:
+                    parts += [name, self.value_digest(attr)]
+                except Exception:
+                    parts += [name, type(attr).__qualname__]
         return digest_parts(parts)
 
     def function_externals(self, func: types.FunctionType, seen: set[int]) -> list[str]:
@@ -250,6 +260,17 @@ class Fingerprinter:
             elif name not in _BUILTIN_NAMES:
                 continue
         return out
+
+
+def _member_functions(attr: Any) -> list[types.FunctionType] | None:
+    """The functions behind a class member (method, static/class method, property), or None."""
+    if isinstance(attr, staticmethod | classmethod):
+        attr = attr.__func__
+    if isinstance(attr, types.FunctionType):
+        return [attr]
+    if isinstance(attr, property):
+        return [f for f in (attr.fget, attr.fset, attr.fdel) if isinstance(f, types.FunctionType)]
+    return None
 
 
 def function_externals(
