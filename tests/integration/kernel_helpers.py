@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +46,9 @@ class CellIdClient(NotebookClient):
             return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
         finally:
             kc.execute = original  # type: ignore[method-assign]
+
+    # nbclient binds its sync wrapper to the base class's coroutine: rebind it to ours
+    execute_cell = run_sync(async_execute_cell)
 
 
 def write_notebook(path: Path, cells: Iterable[str], tags: dict[int, list[str]] | None = None) -> Path:
@@ -110,3 +114,32 @@ def user_outputs(cell: Any) -> list[dict[str, Any]]:
 
 def read_log(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
+
+
+class LiveKernel:
+    """One kernel kept running while cells are executed one by one, edited in between —
+    what a user does in JupyterLab (cell ids are sent, as JupyterLab does)."""
+
+    def __init__(self, path: Path, timeout: int = 60) -> None:
+        self.path = path
+        self.nb = nbformat.read(path, as_version=4)
+        self.client = CellIdClient(self.nb, timeout=timeout, kernel_name="python3",
+                                   resources={"metadata": {"path": str(path.parent)}})
+        self._ctx: Any = None
+
+    def __enter__(self) -> LiveKernel:
+        self._ctx = self.client.setup_kernel(env=kernel_env(self.path))
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._ctx.__exit__(*exc)
+
+    def run(self, index: int, source: str | None = None) -> Any:
+        """Execute cell ``index`` (after replacing its source); returns the cell."""
+        cell = self.nb.cells[index]
+        if source is not None:
+            cell.source = source
+        cell.outputs = []
+        self.client.execute_cell(cell, index)
+        return cell

@@ -9,11 +9,13 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
 from kernel_helpers import (
     ROOT,
+    LiveKernel,
     errors_of,
     is_cached,
     plain_of,
@@ -245,3 +247,44 @@ def test_demo_serves_second_run_from_cache() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "second run: 0 step(s) executed, 5 served from the cache" in proc.stdout, proc.stdout
     assert "OK: the second run was served from the cache with identical outputs" in proc.stdout
+
+
+def test_editing_a_cell_in_a_live_kernel_marks_descendants_stale(notebook_dir: Path) -> None:
+    cells = [
+        "%load_ext nbflow",
+        MARK,
+        "%%step a\nmark('a')\nx = 1",
+        "%%step b\nmark('b')\ny = x + 1",
+        "%%step c\nmark('c')\nz = y * 2\nprint('Z', z)",
+        "%flow status",
+    ]
+    path = write_notebook(notebook_dir / "live.ipynb", cells)
+    log = notebook_dir / "steps.log"
+    with LiveKernel(path) as k:
+        for i in range(len(cells)):
+            k.run(i)
+        assert read_log(log) == ["a", "b", "c"]
+        k.run(2, "%%step a\nmark('a')\nx = 5")  # the user edits a and runs it
+        status = _status_rows(k.run(5))
+        assert status["a"] == "done" and status["b"] == "stale" and status["c"] == "stale"
+        c = k.run(4)  # running c first brings b up to date, like make
+        assert read_log(log) == ["a", "b", "c", "a", "b", "c"]
+        assert "running step 'b' (upstream of 'c', out of date)" in plain_of(c)
+        assert "Z 12" in text_of(c)
+        status = _status_rows(k.run(5))
+        assert set(status.values()) <= {"done", "cached"}
+        k.run(4, "%%step c_final\nmark('c')\nz = y * 2\nprint('Z', z)")  # renamed in place
+        status = _status_rows(k.run(5))
+        assert "c_final" in status and "c" not in status
+        assert read_log(log)[-1] == "c"
+        again = k.run(2)  # unchanged: served from the cache, nothing stale
+        assert is_cached(again)
+
+
+def _status_rows(cell: Any) -> dict[str, str]:
+    rows = {}
+    for line in text_of(cell).splitlines()[3:]:
+        parts = line.split()
+        if len(parts) >= 2:
+            rows[parts[0]] = parts[1]
+    return rows
