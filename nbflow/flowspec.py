@@ -352,8 +352,8 @@ class _Printer:
         line = None
         items = self.items.pop(event.step, None) if event.status in ("done", "cached", "failed") else None
         tasks = ""
-        if items:
-            n = items.get("done", 0) + items.get("cached", 0) + items.get("failed", 0)
+        n = sum(items.get(k, 0) for k in ("done", "cached", "failed")) if items else 0
+        if items and n:  # parallel runs report items as they start only
             tasks = f" {n} tasks ({items.get('done', 0)} ran, {items.get('cached', 0)} cached)"
         if event.status == "done":
             line = f"[{event.step}] done{tasks} in {_secs(event.duration)}"
