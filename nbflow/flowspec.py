@@ -18,8 +18,11 @@ goes ``start -> ... -> end`` through linear, branch and foreach transitions::
 
 Unlike Metaflow, every step (and every foreach item) is cached in the nbflow store: a run only
 computes what changed, ``resume`` reuses the failed run's finished steps, and past runs stay
-inspectable (``nbflow.runs("ForeachFlow")``). The graph, the engine mapping and the task runtime
-live in ``flowspec_graph``, ``flowspec_engine`` and ``flowspec_task``. Must never import IPython.
+inspectable (``nbflow.runs("ForeachFlow")``). Where the parts live: the graph and its rules in
+``flowspec_graph`` (what steps read: ``flowspec_reads``), engine steps in ``flowspec_engine``,
+task states and artifacts in ``flowspec_data``, what ``self`` is in a step in ``flowspec_task``,
+the runs (reused steps for resume, pools) in ``flowspec_pool``, the command line in
+``flowspec_cli``. Must never import IPython.
 """
 
 from __future__ import annotations
