@@ -366,6 +366,90 @@ class MainThread:
             loop.call_soon_threadsafe(fn)
 
 
+class Throttle:
+    """Calls ``fn`` at most once per ``interval`` seconds.
+
+    A poke after a quiet spell calls at once (no added latency); pokes during the interval are
+    folded into one call at its end, made from a timer thread (the kernel's main thread may be
+    busy running steps). ``flush`` makes a pending call now.
+    """
+
+    def __init__(self, fn: Callable[[], None], interval: float) -> None:
+        self._fn = fn
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._call_lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._pending = False
+        self._last = 0.0
+        self._closed = False
+
+    def poke(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._pending = True
+            if self._timer is not None:
+                return
+            wait = self._last + self.interval - time.monotonic()
+            if wait > 0:
+                self._timer = threading.Timer(wait, self.flush)
+                self._timer.daemon = True
+                self._timer.start()
+                return
+        self.flush()
+
+    def flush(self) -> None:
+        with self._call_lock:
+            with self._lock:
+                timer, self._timer = self._timer, None
+                if timer is not None and timer is not threading.current_thread():
+                    timer.cancel()
+                if not self._pending or self._closed:
+                    return
+                self._pending = False
+                self._last = time.monotonic()
+            self._fn()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+
+class Batcher:
+    """Coalesces status updates for one channel to the browser: the latest status per step wins,
+    and a message goes out at most every ``interval`` seconds (the first at once). A fast run of
+    hundreds of steps then stays far below the server's IOPub rate limits."""
+
+    def __init__(
+        self, send: Callable[[dict[str, StatusInfo]], None], interval: float = 0.025
+    ) -> None:
+        self._send = send
+        self._lock = threading.Lock()
+        self._pending: dict[str, StatusInfo] = {}
+        self._throttle = Throttle(self._drain, interval)
+
+    def add(self, updates: Mapping[str, StatusInfo]) -> None:
+        with self._lock:
+            self._pending.update(updates)
+        self._throttle.poke()
+
+    def _drain(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, {}
+        if batch:
+            self._send(batch)
+
+    def flush(self) -> None:
+        self._throttle.flush()
+
+    def close(self) -> None:
+        self._throttle.close()
+
+
 class FlowMirror:
     """A JSON-ready mirror of one flow's graph and statuses, kept current by its event bus.
 
@@ -489,15 +573,16 @@ class DagWidget(ipywidgets.DOMWidget):
     message = traitlets.Unicode("").tag(sync=True)
     height = traitlets.Unicode("").tag(sync=True)  # CSS height of the graph area; "" = automatic
 
-    FULL_SYNC_INTERVAL = 1.0  # seconds between full ``statuses`` syncs while steps are busy
+    FULL_SYNC_INTERVAL = 0.5  # seconds between full ``statuses`` syncs
 
     def __init__(self, flow: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.flow = flow
         self._main = MainThread()
-        self._last_full_sync = 0.0
-        self._sync_lock = threading.Lock()
-        self._mirror = FlowMirror(flow, self._push_status, self._push_graph, with_source=False)
+        self._batcher = Batcher(lambda updates: self.send(status_message(updates)))
+        self._full_sync = Throttle(self._sync_statuses, self.FULL_SYNC_INTERVAL)
+        self._was_busy = False
+        self._mirror = FlowMirror(flow, self._on_status, self._push_graph, with_source=False)
         with self.hold_sync():
             self.flow_name = str(flow.name)
             self._push_graph(self._mirror.graph)
@@ -515,17 +600,21 @@ class DagWidget(ipywidgets.DOMWidget):
                 self.selected = ""
                 self.details = {}
 
-    def _push_status(self, updates: dict[str, StatusInfo]) -> None:
-        # the delta goes at once; the full dict (what a new view or saved state sees) is synced
-        # when the flow is quiet, or at most once a second during long runs
-        self.send(status_message(updates))
-        now = time.monotonic()
-        with self._sync_lock:
-            if not self._mirror.busy or now - self._last_full_sync > self.FULL_SYNC_INTERVAL:
-                self._last_full_sync = now
-                self.statuses = dict(self._mirror.statuses)
+    def _on_status(self, updates: dict[str, StatusInfo]) -> None:
+        # deltas go out batched; the full dict (what a view created later, a reloaded page or
+        # the saved widget state sees) is synced at most twice a second, and at once when a
+        # run ends so that it is current before the cell finishes
+        self._batcher.add(updates)
+        self._full_sync.poke()
+        busy = bool(self._mirror.busy)
+        if self._was_busy and not busy:
+            self.flush()
+        self._was_busy = busy
         if self.selected in updates and updates[self.selected]["status"] not in BUSY:
             self._send_details(self.selected)
+
+    def _sync_statuses(self) -> None:
+        self.statuses = dict(self._mirror.statuses)
 
     def _send_details(self, step: str) -> None:
         if step not in self.flow.graph.steps:
@@ -558,6 +647,7 @@ class DagWidget(ipywidgets.DOMWidget):
         result = run_command(self.flow, msg)
         self._mirror.refresh_graph()
         self._mirror.refresh_statuses()
+        self.flush()
         self.message = ("" if result["ok"] else "failed: ") + result["message"]
         self.send(result)
         if self.selected:
@@ -572,10 +662,18 @@ class DagWidget(ipywidgets.DOMWidget):
         """Re-read graph and statuses from the flow (events keep them current on their own)."""
         self._mirror.refresh_graph()
         self._mirror.refresh_statuses()
-        self.statuses = dict(self._mirror.statuses)
+        self._full_sync.poke()
+        self.flush()
+
+    def flush(self) -> None:
+        """Send pending status updates and the full statuses now (else they follow shortly)."""
+        self._batcher.flush()
+        self._full_sync.flush()
 
     def close(self) -> None:
         self._mirror.close()
+        self._batcher.close()
+        self._full_sync.close()
         super().close()
 
     # no front end: an SVG via the system dot, else a text table
@@ -617,7 +715,9 @@ def show(flow: Any, *, height: str = "") -> DagWidget:
 
 __all__ = [
     "DagWidget",
+    "Batcher",
     "FlowMirror",
+    "Throttle",
     "MainThread",
     "build_digraph",
     "graph_info",

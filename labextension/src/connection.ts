@@ -11,6 +11,7 @@ import { Kernel, KernelMessage } from '@jupyterlab/services';
 import { IDisposable } from '@lumino/disposable';
 import { ISignal, Signal } from '@lumino/signaling';
 
+import { loadViz } from './dag';
 import {
   COMM_TARGET,
   ClientMessage,
@@ -233,6 +234,11 @@ export class FlowConnection implements IDisposable {
     }
     switch (msg.type) {
       case 'state':
+        if (!this._state) {
+          // nbflow is loaded in this kernel: fetch Graphviz now, before a DAG is first shown
+          const idle = (window as any).requestIdleCallback ?? ((f: () => void) => setTimeout(f, 200));
+          idle(() => void loadViz().catch(() => undefined));
+        }
         this._state = {
           flow: msg.flow,
           graph: msg.graph,
