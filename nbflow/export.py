@@ -96,6 +96,7 @@ class _Step:
     ignore: tuple[str, ...]
     cache: bool
     foreach: str | None
+    defaults: set[str] = field(default_factory=set)  # inputs given as `name=name` (a global)
 
 
 @dataclass
@@ -214,9 +215,9 @@ class _Exporter:
         outputs = tuple(args.outputs) if args.outputs is not None else info.outputs
         if args.foreach is not None and args.foreach in outputs and args.outputs is None:
             outputs = tuple(o for o in outputs if o != args.foreach)
-        if not outputs:
-            self.error(cell, f"step '{args.name}' binds no names, so later steps cannot use "
-                       "anything it does; assign its results to variables (or name them with --out)")
+        if not ast.parse(transformed).body:
+            self.error(cell, f"step '{args.name}' is empty (only comments); write the step's code "
+                       "below the %%step line")
             return
         unknown_ignore = [n for n in args.ignore if n not in info.reads and n not in args.inputs]
         if unknown_ignore:
@@ -511,6 +512,15 @@ class _Exporter:
         s.inputs = tuple(r for r in s.reads
                          if (r in produced and produced[r] != s.name) or r in self.params
                          or r in s.declared)
+        for r in s.declared:
+            if (r in produced and produced[r] != s.name) or r in self.params:
+                continue
+            if r == s.foreach and r in top:
+                # a plain global list: its value is keyed like an input (as the notebook does)
+                s.defaults.add(r)
+            else:
+                self.error(s.cell, f"step '{s.name}': --in/--foreach names '{r}', which no step "
+                           "defines; define it in a step or drop it")
         ignored = tuple(n for n in s.ignore if n in s.inputs)
         if not s.cache:
             s.options["cache"] = "False"
@@ -648,11 +658,13 @@ class _Exporter:
             out.extend(s.notes)
             opts = {"outputs": xt.tuple_src(s.outputs), **s.options}
             out.append(f"@flow.step({', '.join(f'{k}={v}' for k, v in opts.items())})")
-            out.append(f"def {s.func_name}({', '.join(s.inputs)}):")
+            args = [i for i in s.inputs if i not in s.defaults] + [f"{d}={d}" for d in sorted(s.defaults)]
+            out.append(f"def {s.func_name}({', '.join(args)}):")
             if s.doc:
                 out.append(xt.indent_doc(s.doc))
             out.extend(xt.indent_block(s.body))
-            out.append(f"    return {', '.join(s.outputs)}")
+            if s.outputs:
+                out.append(f"    return {', '.join(s.outputs)}")
         if self.trailing:
             out.append("")
             out.append("")

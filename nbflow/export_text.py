@@ -266,6 +266,8 @@ def line_comments(source: str) -> dict[int, str]:
 
 def tuple_src(names: Iterable[str]) -> str:
     names = list(names)
+    if not names:
+        return "()"
     if len(names) == 1:
         return f"({json.dumps(names[0])},)"
     return "(" + ", ".join(json.dumps(n) for n in names) + ")"

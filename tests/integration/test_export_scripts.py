@@ -250,3 +250,25 @@ def test_param_helpers_and_shell_share_the_cache(tmp_path: Path) -> None:
     store = open_store(tmp_path / "nbs" / ".nbflow")
     manifest = store.get(key)
     assert manifest is not None and store.load(manifest, "result") == 17.5
+
+
+def test_foreach_class_helpers_and_effect_steps_share_the_cache(tmp_path: Path) -> None:
+    notebook = write_notebook(tmp_path / "nbs" / "items.ipynb", [
+        "%load_ext nbflow",
+        "files = ['a', 'bb', 'ccc']",
+        "class Scaler:\n    factor = 2\n\n    def __call__(self, v):\n        return v * self.factor",
+        "%%step lengths --foreach files\nn = len(files)",
+        "%%step total\nt = sum(Scaler()(x) for x in n)",
+        "%%step show\nprint('total is', t)",  # binds nothing: run for its effect
+        "import nbflow\n\n\n@nbflow.step(outputs=('half', 'double'))\ndef split(t):\n"
+        "    return t / 2, t * 2",
+        "%%step use\nq = half + double",  # runs split first (like make)
+    ])
+    executed = run_notebook(notebook, timeout=120)
+    assert "total is 12" in "".join(stdout_lines(executed.cells[5]))
+    script, _ = nbflow_export(notebook)
+    rc, s, out, err = run_script(script, "run")
+    assert rc == 0, err
+    assert s["executed"] == [] and sorted(s["cached"]) == ["lengths", "show", "split", "total", "use"]
+    rc, s, out, err = run_script(script, "run", "--store", str(tmp_path / "fresh"))
+    assert rc == 0 and "total is 12" in out and len(s["executed"]) == 5, err

@@ -210,7 +210,8 @@ def test_interactive_state_is_reported(tmp_path: Path) -> None:
         ([code("x = 1")], "the notebook has no steps: mark cells with %%step NAME"),
         ([code("%%step a\nx = 1"), code("%%step b\nx = 2")], "steps 'a' and 'b' both define 'x'"),
         ([code("%%step a\nx = await thing()")], "step 'a' uses top-level await"),
-        ([code("%%step a\nprint(1)")], "step 'a' binds no names"),
+        ([code("%%step a\n# nothing yet")], "step 'a' is empty (only comments)"),
+        ([code("%%step a --in ghost\nx = ghost")], "step 'a': --in/--foreach names 'ghost'"),
         ([code("%%step 1a\nx = 1")], "step name '1a' is not a Python identifier"),
         ([code("lr = nbflow.param('alpha', 0.1)"), code("%%step a\nx = lr")],
          "nbflow.param('alpha', ...) is assigned to 'lr'"),
@@ -286,3 +287,20 @@ def test_nbconvert_exporter_class(tmp_path: Path) -> None:
     body, resources = NbflowExporter().from_filename(str(nb_path))
     assert body == export_notebook(nb_path, tmp_path / "conv_flow.py", report=io.StringIO())
     assert resources["output_extension"] == ".py"
+
+
+def test_foreach_and_steps_without_outputs(tmp_path: Path) -> None:
+    cells = [code("files = ['a', 'bb', 'ccc']"),
+             code("%%step lengths --foreach files\nn = len(files)"),
+             code("%%step total\nt = sum(n)"),
+             code("%%step show\nprint('total is', t)")]
+    text, _, out = export(tmp_path, cells)
+    assert '@flow.step(outputs=("n",), foreach="files")\ndef lengths(files=files):' in text
+    assert '@flow.step(outputs=())\ndef show(t):\n    print(\'total is\', t)\n\n' in text
+    flow = runpy.run_path(str(out), run_name="exported")["flow"]
+    want = cell_keys_code(cells)
+    for name, code_text in want.items():
+        assert flow.graph.steps[name].code == code_text, name
+    result = flow.run()
+    assert result["n"] == [1, 2, 3] and result["t"] == 6
+    assert flow.graph.steps["show"].outputs == ()
