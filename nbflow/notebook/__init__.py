@@ -108,12 +108,12 @@ def load_ipython_extension(shell: Any) -> None:
 def _attach_comm(session: Session, shell: Any) -> None:
     """The JupyterLab badges/panel comm (``nbflow.notebook.comm``), when that module exists."""
     try:
-        from . import comm  # type: ignore[attr-defined]
+        from . import comm
     except ModuleNotFoundError as e:
         if e.name != f"{__name__}.comm":
             raise
         return
-    session.comm = comm.attach_comm(session.flow, shell)  # type: ignore[attr-defined]
+    session.comm = comm.attach_comm(session.flow, shell)
 
 
 def _watch_flowspec_runs(session: Session) -> None:

@@ -34,7 +34,7 @@ class _Tee:
 
     def write(self, text: str) -> int:
         self._capture.add_stream(self._name, text)
-        return self._target.write(text)  # type: ignore[no-any-return]
+        return int(self._target.write(text) or 0)
 
     def writelines(self, lines: Any) -> None:
         for line in lines:
@@ -96,8 +96,8 @@ class Capture:
         prev_publish = vars(pub).get("publish") if pub is not None else None
         prev_clear = vars(pub).get("clear_output") if pub is not None else None
         self._saved = (sys.stdout, sys.stderr, pub, prev_publish, prev_clear)
-        sys.stdout = _Tee(sys.stdout, self, "stdout")  # type: ignore[assignment]
-        sys.stderr = _Tee(sys.stderr, self, "stderr")  # type: ignore[assignment]
+        sys.stdout = _Tee(sys.stdout, self, "stdout")
+        sys.stderr = _Tee(sys.stderr, self, "stderr")
         if pub is not None:
             original_publish = pub.publish
             original_clear = getattr(pub, "clear_output", None)

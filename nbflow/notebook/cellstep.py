@@ -86,8 +86,10 @@ def compile_cell(shell: Any, code: str, raw: str) -> Compiled:
     flags = int(getattr(getattr(shell, "compile", None), "flags", 0) or 0)
     body_nodes = list(run_tree.body)
     last = None
-    if body_nodes and isinstance(body_nodes[-1], ast.Expr) and not quiet:
-        last = compile(ast.Expression(body_nodes.pop().value), filename, "eval", flags=flags,
+    tail = body_nodes[-1] if body_nodes else None
+    if isinstance(tail, ast.Expr) and not quiet:
+        body_nodes.pop()
+        last = compile(ast.Expression(tail.value), filename, "eval", flags=flags,
                        dont_inherit=True)
     body = compile(ast.Module(body_nodes, type_ignores=[]), filename, "exec", flags=flags,
                    dont_inherit=True)

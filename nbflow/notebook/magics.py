@@ -10,14 +10,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from IPython.core import magic as _magic
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic import Magics, magics_class
 
 from ..errors import NbflowError
 from .args import FLOW_USAGE, is_identifier, parse_assignments, parse_size, split_words
 from .capture import note
 from .report import cache_table, run_summary, status_table
 from .session import Session, resolve_store
+
+# IPython's decorator factories are typed too narrowly for mypy; they work on methods
+cell_magic: Any = _magic.cell_magic
+line_magic: Any = _magic.line_magic
 
 
 @magics_class
@@ -95,7 +100,7 @@ class NbflowMagics(Magics):
         if words and words[0] not in s.flow.graph.steps:
             spec_class = self._flowspec(words[0])
             if spec_class is not None:
-                return spec_class.run()  # type: ignore[no-any-return]
+                return spec_class.run()
             if words[0] not in s.flow.graph.producers:
                 raise UsageError(s._unknown(words[0]))
         if not s.flow.graph.steps:
@@ -115,7 +120,7 @@ class NbflowMagics(Magics):
         if not isinstance(value, type) or not is_identifier(name):
             return None
         try:
-            from ..flowspec import FlowSpec  # type: ignore[attr-defined]
+            from ..flowspec import FlowSpec
         except ImportError:
             return value if any(b.__name__ == "FlowSpec" for b in value.__mro__[1:]) else None
         return value if issubclass(value, FlowSpec) and value is not FlowSpec else None

@@ -127,7 +127,7 @@ def _identity(value: Any) -> Any:
     return value
 
 
-def _forward(op: Callable[..., Any], reflected: bool = False) -> Callable[..., Any]:
+def _forward(op: Any, reflected: bool = False) -> Callable[..., Any]:
     if reflected:
         return lambda self, other: op(other, self._nbflow_load())
     return lambda self, *args: op(self._nbflow_load(), *args)
@@ -176,7 +176,7 @@ class Namespace:
         loaded = []
         for name in list(self.pending() if names is None else names):
             value = self.ns.get(name)
-            if is_lazy(value):
+            if isinstance(value, LazyOutput) and is_lazy(value):
                 value._nbflow_load()
                 loaded.append(name)
         return loaded
@@ -245,7 +245,7 @@ def state_digest(value: Any, _depth: int = 0) -> str | None:
 
             if isinstance(value, np.ndarray) and value.dtype != object:
                 data = np.ascontiguousarray(value)
-                return digest_parts([value.dtype.str, repr(value.shape), data.view(np.uint8).reshape(-1)])
+                return digest_parts([value.dtype.str, repr(value.shape), data.view(np.uint8).reshape(-1).data])
         if type(value) in (list, tuple) and len(value) <= 10_000:
             parts = [type(value).__name__]
             for item in value:

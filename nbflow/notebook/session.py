@@ -350,11 +350,14 @@ class Session:
                     graph.remove(n)
             else:
                 graph.add(step)
-            for table, value in ((self.cells, spec), (self.functions, func)):
-                if value is None:
-                    table.pop(n, None)  # type: ignore[attr-defined]
-                else:
-                    table[n] = value  # type: ignore[index]
+            if spec is None:
+                self.cells.pop(n, None)
+            else:
+                self.cells[n] = spec
+            if func is None:
+                self.functions.pop(n, None)
+            else:
+                self.functions[n] = func
 
     def remove(self, name: str) -> None:
         if name not in self.flow.graph.steps:
