@@ -32,14 +32,16 @@ _clients: dict[tuple[Any, ...], Any] = {}
 _clients_lock = threading.Lock()
 
 
-def _traced(topic: str, step: str, fn: Callable[..., Any], *args: Any) -> Any:
-    """Runs on the worker: note that ``step`` started, then run the task."""
-    try:
-        from distributed import get_worker
+def _traced(topic: str | None, step: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Runs on the worker: note that ``step`` started (unless ``topic`` is None: the step is
+    already running, e.g. for its foreach items), then run the task."""
+    if topic is not None:
+        try:
+            from distributed import get_worker
 
-        get_worker().log_event(topic, {"step": step})
-    except Exception:  # noqa: BLE001 - events are a view, never a reason to fail a step
-        pass
+            get_worker().log_event(topic, {"step": step})
+        except Exception:  # noqa: BLE001 - events are a view, never a reason to fail a step
+            pass
     return fn(*args)
 
 
@@ -80,10 +82,14 @@ class DaskPool:
         assert inbox is not None
         part = fn.__name__.replace("_", "-")
         key = f"nbflow-{step}-{part}{'' if item is None else f'-{item}'}-{uuid.uuid4().hex[:8]}"
-        future = self.client.submit(_traced, f"nbflow-{run_id}", step, fn, *args, key=key,
+        topic = f"nbflow-{run_id}" if item is None and part != "join-foreach" else None
+        future = self.client.submit(_traced, topic, step, fn, *args, key=key,
                                     retries=self.retries, pure=False)
         future.add_done_callback(lambda _f: inbox.put(("done", token)))
         return future
+
+    def share(self, value: Any) -> Any:
+        return self.client.scatter(value, hash=False)
 
     def result(self, handle: Any) -> Any:
         return handle.result()

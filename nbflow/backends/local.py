@@ -65,6 +65,9 @@ class LocalPool:
         future.add_done_callback(lambda _f: inbox.put(("done", token)))
         return future
 
+    def share(self, value: Any) -> Any:
+        return value
+
     def result(self, handle: Any) -> Any:
         return handle.result()
 

@@ -62,6 +62,8 @@ class Pool(Protocol):
     def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], *, run_id: str,
                step: str, item: int | None, token: int) -> Any:
         """Start ``fn(*args)``; when it ends, put ``("done", token)`` on the run's inbox."""
+    def share(self, value: Any) -> Any:
+        """``value`` as many tasks will receive it (Dask: scattered once to the cluster)."""
     def result(self, handle: Any) -> Any: ...
     def peek(self, handle: Any) -> Any: ...
     def error(self, handle: Any) -> BaseException | None: ...
@@ -92,6 +94,7 @@ class _Job:
     args: tuple[Any, ...] = ()
     handle: Any = None
     token: int = 0
+    shared_task: Any = None  # the task as the pool shares it between items
 
 
 class ParallelRun(Run):
@@ -279,7 +282,8 @@ class ParallelRun(Run):
         self._tokens += 1
         job.token = self._tokens
         self._inflight[job.token] = job
-        job.handle = self.pool.submit(job.fn, (self._spec, job.task, *job.args),
+        task = job.shared_task if job.shared_task is not None else job.task
+        job.handle = self.pool.submit(job.fn, (self._spec, task, *job.args),
                                       run_id=self.run_id, step=name, item=job.index,
                                       token=job.token)
         if not self.pool.reports_start:
@@ -374,13 +378,14 @@ class ParallelRun(Run):
         fe = job.fe
         assert fe is not None
         fe.split = split
+        shared = self.pool.share(job.task) if sum(not c for c in split.cached) > 1 else None
         for i in range(split.count):
             if split.cached[i]:
                 self.emit(job.step.name, "running", item=i, key=split.keys[i])
                 continue
             item = _Job("item", job.step, job.key, job.merged, job.volatile, job.task,
                         time.perf_counter(), fe=fe, index=i, fn=run_item,
-                        args=(i, split.keys[i], split.volatile[i]))
+                        args=(i, split.keys[i], split.volatile[i]), shared_task=shared)
             fe.left += 1
             self._enqueue(item)
             fe.handles[i] = None  # filled at submission
