@@ -359,6 +359,7 @@ class Run:
         items = list(inputs[step.foreach])
         results: list[dict[str, Any]] = []
         base = {k: v for k, v in merged.items() if k != step.foreach}
+        item_write_failed = False
         for i, item in enumerate(items):
             try:
                 item_digest = value_digest(item)
@@ -366,7 +367,8 @@ class Run:
                 item_digest = VOLATILE + uuid.uuid4().hex
             item_key = foreach_item_key(step.name, step.code, step.outputs, step.version, base,
                                         item_digest)
-            manifest = None if item_digest.startswith(VOLATILE) or not step.cache else self.store.get(item_key)
+            reuse = step.cache and step.name not in self.force and not item_digest.startswith(VOLATILE)
+            manifest = self.store.get(item_key) if reuse else None
             loaded = self.store.load_outputs(manifest) if manifest is not None else None
             if loaded is not None and all(o in loaded for o in step.outputs):
                 results.append(loaded)
@@ -381,8 +383,12 @@ class Run:
                         "step": step.name, "flow": self.flow_name, "item": i,
                         "duration": time.perf_counter() - t0,
                     })
-                except Exception:
-                    pass  # the whole step's commit reports what could not be stored
+                except Exception as e:  # the step's result is still returned; say it once
+                    if not item_write_failed:
+                        item_write_failed = True
+                        warnings.warn(
+                            f"nbflow: items of foreach step '{step.name}' were not cached "
+                            f"({type(e).__name__}: {e})", NbflowWarning, stacklevel=2)
             results.append(values)
         return {o: [r[o] for r in results] for o in step.outputs}, {}
 

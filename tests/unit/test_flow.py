@@ -292,6 +292,8 @@ def test_foreach_caches_per_item(store_dir: Path) -> None:
     r = flow.run(params={"items": [1, 2, 4]})
     assert r["total"] == 21 and calls == [4]  # only the new item ran
     assert r.executed == ["squared", "total"]
+    calls.clear()
+    assert flow.rerun("squared")["total"] == 21 and calls == [1, 2, 4]  # rerun forces every item
 
 
 def test_params_enter_key(store_dir: Path) -> None:
