@@ -167,8 +167,8 @@ class _Exporter:
             tags = set(cell.get("metadata", {}).get("tags", []) or [])
             if source.lstrip().startswith("%%step"):
                 self.read_step(i, source.lstrip())
-            elif "parameters" in tags:
-                self.read_parameters(i, source)
+            elif "parameters" in tags or "injected-parameters" in tags:
+                self.read_parameters(i, source, injected="injected-parameters" in tags)
             else:
                 self.read_plain(i, source)
         self.trailing = self.take_markdown_comments()
@@ -307,9 +307,11 @@ class _Exporter:
         return (out if ok else None), True
 
     # parameters ----------------------------------------------------------------------------------
-    def read_parameters(self, cell: int, source: str) -> None:
+    def read_parameters(self, cell: int, source: str, injected: bool = False) -> None:
         """A cell tagged ``parameters``: each ``name = value`` is a parameter (papermill's
-        convention; a trailing comment becomes its help). Other statements are plain code."""
+        convention; a trailing comment becomes its help). Other statements are plain code.
+        Papermill's ``injected-parameters`` cell overrides defaults: the notebook ran with those
+        values, so the script's defaults are what its cache holds."""
         transformed = xt.transform(source)
         try:
             tree = ast.parse(transformed)
@@ -320,7 +322,8 @@ class _Exporter:
         self.param_notes.extend(self.take_markdown_comments())
         comments = xt.line_comments(transformed)
         lines = transformed.split("\n")
-        self.param_notes.extend(x.strip() for x in lines if x.strip().startswith("#"))
+        if not injected:
+            self.param_notes.extend(x.strip() for x in lines if x.strip().startswith("#"))
         rest: list[str] = []
         for node in tree.body:
             target, value = xt.simple_assignment(node)
@@ -336,7 +339,11 @@ class _Exporter:
                            "derived value in a step")
                 continue
             text = ast.get_source_segment(transformed, value) or ast.unparse(value)
-            self.add_param(cell, _Param(target, text, comment=comments.get(node.lineno, "")))
+            declared = self.params.get(target)
+            if injected and declared is not None:
+                declared.default = text  # papermill's value for this run of the notebook
+            else:
+                self.add_param(cell, _Param(target, text, comment=comments.get(node.lineno, "")))
         if rest:
             self.read_plain(cell, "\n".join(rest))
 
@@ -494,12 +501,12 @@ class _Exporter:
         for n in sorted({n for n in names if names.count(n) > 1}):
             self.error(next(s.cell for s in self.steps if s.name == n),
                        f"two cells define the step '{n}'; give each step its own name")
+        self.check_plain_blocks(produced)  # first: what it comments out is not defined
         top = self.top_level_names()
         reserved = {"flow", "nbflow", "locate_store", "beside", *(["subprocess"] if self.needs_subprocess else [])}
         for s in self.steps:
             if isinstance(s, _Step):
                 self.resolve_step(s, produced, top | reserved)
-        self.check_plain_blocks(produced)
         clash = sorted(reserved & top)
         if clash:
             self.error(next(b.cell for b in self.blocks if clash[0] in xt.binds(b.lines)),
@@ -569,35 +576,38 @@ class _Exporter:
         return found
 
     def check_plain_blocks(self, produced: dict[str, str]) -> None:
-        """Plain cells run at import, before any step: one that reads a step's output or
-        interactive state is commented out and reported; a helper function that reads a step's
-        output or a parameter as a global is reported (in the script those are not globals)."""
+        """Plain code runs at import, before any step: a statement that reads a step's output,
+        a parameter or interactive state is commented out (with what depends on it) and
+        reported; a helper function that reads a step's output or a parameter as a global is
+        reported (in the script those are not globals)."""
+        tainted: dict[str, str] = {}  # names whose binding statement was commented out -> why
         for b in self.blocks:
             text = "\n".join(b.lines)
             try:
-                info = analyze(text)
                 tree = ast.parse(text)
-            except (AnalysisError, SyntaxError):
+            except SyntaxError:
                 continue
-            if not tree.body:
-                continue
-            top_reads = xt.top_level_reads(tree)
-            from_steps = [r for r in info.reads if r in top_reads and (r in produced or r in self.params)]
-            interactive = xt.interactive_reads(text, info.binds)
-            if from_steps or interactive:
-                if from_steps:
-                    what = ", ".join(f"'{r}'" + (" (a parameter)" if r in self.params
-                                                 else f" (made by step '{produced[r]}')")
-                                     for r in from_steps)
-                    why = f"reads {what}, which only exists while the flow runs"
-                    fix = "make it a step (%%step NAME) to keep it"
-                else:
-                    why = f"reads {', '.join(interactive)}, interactive state a script does not have"
-                    fix = "rewrite it without them to keep it"
-                self.warn(b.cell, f"a plain cell {why}; it is commented out in the script ({fix})")
-                b.lines = [f"# nbflow: not exported: this cell {why}; {fix}",
-                           *(xt.comment(x, raw=True) for x in b.lines)]
-                continue
+            lines = list(b.lines)
+            for node in tree.body:
+                start, end = xt.first_line(node), node.end_lineno or node.lineno
+                segment = "\n".join(b.lines[start - 1:end])
+                reads = xt.top_level_reads(ast.Module([node], type_ignores=[]))
+                binds = xt.binds(b.lines[start - 1:end])
+                why = self._unexportable(reads, produced, tainted)
+                if why is None:
+                    for name in binds:
+                        tainted.pop(name, None)
+                    continue
+                for name in binds:
+                    tainted[name] = why
+                fix = "make it a step (%%step NAME) to keep it"
+                shown = segment.strip().split("\n")[0]
+                self.warn(b.cell, f"{shown!r} {why}; it is commented out in the script ({fix})")
+                lines[start - 1] = f"# nbflow: not exported: the next line {why}\n" + xt.comment(
+                    lines[start - 1], raw=True)
+                for i in range(start, end):
+                    lines[i] = xt.comment(lines[i], raw=True)
+            b.lines = "\n".join(lines).split("\n")
             for func, names in xt.helper_globals(text).items():
                 bad = [n for n in names if n in produced or n in self.params]
                 if bad:
@@ -605,6 +615,20 @@ class _Exporter:
                     self.warn(b.cell, f"helper '{func}' reads the global '{bad[0]}' ({kind}); in the "
                               "script it is not a global: pass it to the helper as an argument")
             b.lines = xt.mark_useless(b.lines)
+
+    def _unexportable(self, reads: set[str], produced: dict[str, str], tainted: dict[str, str]
+                      ) -> str | None:
+        """Why plain code reading ``reads`` cannot run when the script is imported, or None."""
+        for r in sorted(reads):
+            if r in self.params:
+                return f"reads the parameter '{r}', which only exists while the flow runs"
+            if r in produced:
+                return f"reads '{r}' (made by step '{produced[r]}'), which only exists while the flow runs"
+            if r in tainted:
+                return f"reads '{r}', which a line not exported binds"
+            if xt.INTERACTIVE.match(r):
+                return f"reads {r}, interactive state a script does not have"
+        return None
 
     # -- writing ----------------------------------------------------------------------------------
     def write(self, script_name: str) -> str:

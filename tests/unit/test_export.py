@@ -90,8 +90,10 @@ def test_script_shape(tmp_path: Path) -> None:
     assert "%load_ext" not in text
     assert "# nbflow: notebook command %flow status" in text
     # a plain cell that reads a step's output cannot run at import: commented out, reported
-    assert "# weighted[:2]" in text
-    assert "cell 8: a plain cell reads 'weighted' (made by step 'weigh')" in report
+    assert "# nbflow: not exported: the next line reads 'weighted' (made by step 'weigh')" in text
+    assert "\n# weighted[:2]\n" in text
+    assert "cell 8: 'weighted[:2]' reads 'weighted' (made by step 'weigh'), which only exists " \
+           "while the flow runs; it is commented out in the script" in report
 
 
 def test_script_is_valid_lint_clean_and_stable(tmp_path: Path) -> None:
@@ -201,7 +203,7 @@ def test_interactive_state_is_reported(tmp_path: Path) -> None:
     text, report, _ = export(tmp_path, cells)
     assert "# nbflow: warning: reads Out, _, interactive state a script does not have\n@flow.step" in text
     assert "step 's' reads Out, _: interactive state a script does not have" in report
-    assert "# print(In[-1])" in text and "cell 3: a plain cell reads In, interactive state" in report
+    assert "# print(In[-1])" in text and "cell 3: 'print(In[-1])' reads In, interactive state" in report
 
 
 @pytest.mark.parametrize(
@@ -304,3 +306,24 @@ def test_foreach_and_steps_without_outputs(tmp_path: Path) -> None:
     result = flow.run()
     assert result["n"] == [1, 2, 3] and result["t"] == 6
     assert flow.graph.steps["show"].outputs == ()
+
+
+def test_plain_lines_that_need_a_run_are_commented_out_with_their_dependents(tmp_path: Path) -> None:
+    cells = [code("%%step load\nrows = [1, 2, 3]"),
+             code("n = len(rows)\nhalf = n / 2\n\n\ndef helper(v):\n    return v + 1\n\n\nLIMIT = 10"),
+             code("%%step use\ny = helper(LIMIT)")]
+    text, report, out = export(tmp_path, cells)
+    assert "# n = len(rows)\n" in text and "# half = n / 2\n" in text
+    assert "'half = n / 2' reads 'n', which a line not exported binds" in report
+    assert "def helper(v):\n    return v + 1" in text and "\nLIMIT = 10" in text  # the rest stays
+    flow = runpy.run_path(str(out), run_name="exported")["flow"]
+    assert flow.run()["y"] == 11
+
+
+def test_papermill_injected_parameters_override_defaults(tmp_path: Path) -> None:
+    cells = [code("alpha = 0.1  # step size\nn = 3", tags=["parameters"]),
+             code("# Parameters\nalpha = 0.6\n", tags=["injected-parameters"]),
+             code("%%step s\nx = alpha * n")]
+    text, report, _ = export(tmp_path, cells)
+    assert 'flow.param("alpha", 0.6, help="step size")\nflow.param("n", 3)\n' in text
+    assert "declared twice" not in report
