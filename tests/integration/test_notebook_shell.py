@@ -307,3 +307,25 @@ def test_unload_restores_the_shell(sh: Shell) -> None:
     sh.ok("%load_ext nbflow")
     assert current_session() is not None
     assert os.path.basename(current_session().flow.store.root) == ".nbflow"  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_remote_cell_runs_on_a_dask_worker_and_comes_back(sh: Shell) -> None:
+    from nbflow.backends import shutdown
+
+    # an in-process shell's __main__ lacks __spec__, which spawning worker processes reads
+    # (a real kernel's has one)
+    sh.ns.setdefault("__spec__", None)
+    try:
+        sh.ok("import os\nfactor = 3\ndef helper(v):\n    return v * factor")
+        sh.ok("%%step base\nxs = list(range(5))")
+        cell = "%%step far --remote\nimport os\nworker_pid = os.getpid()\nys = [helper(x) for x in xs]"
+        sh.ok(cell)
+        assert sh.ns["ys"] == [0, 3, 6, 9, 12]
+        assert sh.ns["worker_pid"] != os.getpid()  # it ran in a worker process
+        sh.ok(cell)  # same key as before: served from the store, bound here
+        assert sh.ns["ys"] == [0, 3, 6, 9, 12]
+        sh.ok("%%step near\nzs = [y + 1 for y in ys]")  # a local step reads the remote output
+        assert sh.ns["zs"] == [1, 4, 7, 10, 13]
+    finally:
+        shutdown()
