@@ -123,9 +123,15 @@ def cmd_export(args: argparse.Namespace) -> int:
         out = notebook.with_name(notebook.stem + suffix)
     if args.to == "metaflow":
         return _export_metaflow(notebook, out)
-    from .export import export_notebook
+    try:
+        from .export import export_notebook
 
-    text = export_notebook(notebook, out, store=args.store)
+        text = export_notebook(notebook, out, store=args.store)
+    except ModuleNotFoundError as e:
+        if e.name not in ("nbformat", "IPython"):
+            raise
+        raise NbflowError(f"nbflow export reads notebooks with {e.name}, which is not installed; "
+                          "pip install 'nbflow[notebook]'") from None
     if out is None:
         sys.stdout.write(text)
     else:

@@ -80,7 +80,7 @@ def locate_store(script_file: str, relative: str) -> str:
         return env
     if "://" in relative or os.path.isabs(relative):
         return relative
-    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(script_file)), relative))
+    return beside(script_file, relative)
 
 
 # -- parameters -------------------------------------------------------------------------------------
