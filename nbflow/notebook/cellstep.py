@@ -270,7 +270,10 @@ class CellAction:
         meta: dict[str, Any] = {"displays": cap.outputs}
         if cap.truncated:
             meta["displays_truncated"] = True
-        return StepOutput({o: ns[o] for o in self.spec.outputs}, meta)
+        outputs = {o: ns[o] for o in self.spec.outputs}
+        for o, value in outputs.items():
+            s.remember(o, value)
+        return StepOutput(outputs, meta)
 
 
 def remote_step(step: Step, spec: CellSpec, namespace: Mapping[str, Any]) -> Step:

@@ -106,6 +106,8 @@ class Session:
         self.comm: Any = None  # the JupyterLab comm, when nbflow.notebook.comm attached one
         self.on_close: list[Callable[[], Any]] = []
         self._touched: dict[str, float] = {}
+        self._ids: dict[str, int] = {}  # name -> id of the value nbflow last bound to it
+        self._running: str | None = None  # the step whose action is running
         self._unsubscribe = self.flow.events.subscribe(self._on_event)
 
     def close(self) -> None:
@@ -154,6 +156,7 @@ class Session:
     # -- namespace helpers used by actions ------------------------------------------------------
     def announce(self, step: str) -> None:
         """A header above a step that runs inside another cell's output (an upstream step)."""
+        self._running = step
         if step == self.cell_target:
             return
         why = f" ({self._why})" if self._why else ""
@@ -166,15 +169,38 @@ class Session:
         after the step, so ``score`` keeps naming the function outside step cells)."""
         ns = self.shell.user_ns
         restore = {}
+        producers = self.flow.graph.producers
+        rebound = []
         for name, value in values.items():
             current = ns.get(name, _MISSING)
             if current is not _MISSING and self.functions.get(name) is current:
                 restore[name] = current
+            elif (current is not _MISSING and name in producers
+                  and id(current) != self._ids.get(name, id(current))):
+                rebound.append(name)
             ns[name] = value
+            self._ids[name] = id(value)
+        if rebound:
+            self.warn_rebound(rebound, producers)
         return restore
+
+    def warn_rebound(self, names: list[str], producers: Mapping[str, str]) -> None:
+        """A step's input was reassigned in a plain cell: the step does not see that value."""
+        which = ", ".join(f"'{n}' (from step '{producers[n]}')" for n in names)
+        self.warn(
+            f"step '{self._running}' reads {which}, which was reassigned outside "
+            f"{'that step' if len(names) == 1 else 'those steps'} (in a plain cell); the step uses "
+            "the value the step produced. Put that change into a step so the cache can see it"
+        )
+
+    def remember(self, name: str, value: Any) -> None:
+        """``name`` now holds ``value`` as nbflow bound it (see :meth:`bind_inputs`)."""
+        self._ids[name] = id(value)
 
     def restore_names(self, restore: Mapping[str, Any]) -> None:
         self.shell.user_ns.update(restore)
+        for name, value in restore.items():
+            self._ids[name] = id(value)
 
     def bind_output(self, name: str, value: Any) -> None:
         ns = self.shell.user_ns
@@ -182,6 +208,7 @@ class Session:
         if current is not _MISSING and self.functions.get(name) is current:
             return  # a function step's value does not replace the function's name
         ns[name] = value
+        self._ids[name] = id(value)
 
     # -- registration -------------------------------------------------------------------------
     def step_cell(self, line: str, body: str) -> None:
@@ -441,8 +468,9 @@ class Session:
             info = manifest.outputs.get(out) or {}
             size = int(info.get("size", 0))
             if lazy is not None and size >= lazy and self.functions.get(out) is None:
-                self.ns.bind_lazy(out, name, _loader(store, manifest, out, name),
-                                  str(info.get("digest", "")), size)
+                proxy = self.ns.bind_lazy(out, name, self._remembering(
+                    out, _loader(store, manifest, out, name)), str(info.get("digest", "")), size)
+                self._ids[out] = id(proxy)
             else:
                 eager.append(out)
         if eager:
@@ -459,6 +487,14 @@ class Session:
             self._touched[manifest.key] = now
             store.touch(manifest.key)
         return True
+
+    def _remembering(self, name: str, load: Callable[[], Any]) -> Callable[[], Any]:
+        def loaded() -> Any:
+            value = load()
+            self._ids[name] = id(value)
+            return value
+
+        return loaded
 
     def raise_failure(self, result: RunResult, cell: str | None) -> None:
         """Re-raise a step's error with the user's own traceback (nbflow's frames dropped)."""

@@ -329,3 +329,19 @@ def test_remote_cell_runs_on_a_dask_worker_and_comes_back(sh: Shell) -> None:
         assert sh.ns["zs"] == [1, 4, 7, 10, 13]
     finally:
         shutdown()
+
+
+def test_an_input_reassigned_in_a_plain_cell_is_named(sh: Shell) -> None:
+    sh.ok("%%step load\nxs = [3, 1, 2]")
+    sh.ok("xs = sorted(xs)")  # a plain cell changes a step's output: steps will not see it
+    with pytest.warns(NbflowWarning, match=r"step 'use' reads 'xs' \(from step 'load'\), which "
+                      r"was reassigned outside that step"):
+        sh.ok("%%step use\nfirst = xs[0]")
+    assert sh.ns["first"] == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NbflowWarning)
+        sh.ok("%%step use2\nsecond = xs[1]")  # xs is the step's value again: no warning
+        sh.ok("%%step items\nnames = ['a', 'b']")
+        sh.ok("%%step per --foreach names\nupper = names.upper()")
+        sh.ok("%%step after\njoined = names + upper")
+    assert sh.ns["joined"] == ["a", "b", "A", "B"]
