@@ -157,6 +157,7 @@ class Namespace:
 
     def __init__(self, ns: dict[str, Any]) -> None:
         self.ns = ns
+        self._pending: set[str] = set()  # names bound lazily (some may have been loaded since)
 
     # -- binding --------------------------------------------------------------------------------
     def bind(self, name: str, value: Any) -> None:
@@ -166,10 +167,13 @@ class Namespace:
                   size: int) -> LazyOutput:
         proxy = LazyOutput(name, step, loader, self.ns, digest, size)
         self.ns[name] = proxy
+        self._pending.add(name)
         return proxy
 
     def pending(self) -> list[str]:
-        return [n for n, v in self.ns.items() if is_lazy(v)]
+        """Names still bound to a placeholder (the set is pruned as they load or are rebound)."""
+        self._pending = {n for n in self._pending if is_lazy(self.ns.get(n))}
+        return sorted(self._pending)
 
     def materialize(self, names: Iterable[str] | None = None) -> list[str]:
         """Load the placeholders among ``names`` (default: all); returns the names loaded."""
@@ -183,7 +187,9 @@ class Namespace:
 
     def materialize_for(self, text: str) -> list[str]:
         """Load the placeholders named in a cell's text (the ``pre_run_cell`` hook)."""
-        pending = [n for n, v in self.ns.items() if is_lazy(v)] if self.ns else []
+        if not self._pending:
+            return []
+        pending = self.pending()
         if not pending:
             return []
         words = set(_WORD.findall(text))
