@@ -643,9 +643,11 @@ class _Exporter:
                f"    python {script_name} show                      # steps, edges, docstrings",
                f"    python {script_name} resume                    # rerun from the failed step",
                "",
-               f"Steps run in the notebook's folder ({self.workdir} from here), so relative paths",
-               "in them resolve as in the notebook. The store is the notebook's cache,",
-               f"{self.store} from here; $NBFLOW_STORE or run --store PATH override it."]
+               "Steps run in the notebook's folder ("
+               + ("this file's folder" if self.workdir == "." else f"{self.workdir}, relative to this file")
+               + "), so relative",
+               "paths in them resolve as in the notebook. The store is the notebook's cache",
+               f"({self.store}, relative to this file); $NBFLOW_STORE or run --store PATH override it."]
         out.append('"""' + xt.doc_escape("\n".join(doc).strip()) + '\n"""')
         out.append("")
         user = [*(["import subprocess"] if self.needs_subprocess else []), *self.imports]
