@@ -55,17 +55,17 @@ class DaskPool:
     def __init__(self, client: Any, retries: int) -> None:
         self.client = client
         self.retries = retries
-        self._inbox: queue.Queue[tuple[Any, ...]] | None = None
+        self._inboxes: dict[str, queue.Queue[tuple[Any, ...]]] = {}
 
     def store_ref(self, store: Store) -> StoreSpec | Store:
         return store_spec(store)
 
     def begin(self, run_id: str, inbox: queue.Queue[tuple[Any, ...]]) -> None:
-        self._inbox = inbox
+        self._inboxes[run_id] = inbox
 
         def started(event: Any) -> None:
             msg = event[1] if isinstance(event, tuple | list) else event
-            inbox.put(("started", msg["step"]))
+            inbox.put(("started", run_id, msg["step"]))
 
         self.client.subscribe_topic(f"nbflow-{run_id}", started)
 
@@ -74,12 +74,11 @@ class DaskPool:
             self.client.unsubscribe_topic(f"nbflow-{run_id}")
         except Exception:  # noqa: BLE001 - the client may already be closing
             pass
-        self._inbox = None
+        self._inboxes.pop(run_id, None)
 
     def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], *, run_id: str,
                step: str, item: int | None, token: int) -> Any:
-        inbox = self._inbox
-        assert inbox is not None
+        inbox = self._inboxes[run_id]
         part = fn.__name__.replace("_", "-")
         key = f"nbflow-{step}-{part}{'' if item is None else f'-{item}'}-{uuid.uuid4().hex[:8]}"
         topic = f"nbflow-{run_id}" if item is None and part != "join-foreach" else None

@@ -42,21 +42,20 @@ class LocalPool:
         self.scheduler = scheduler
         self.limit = scheduler.max_workers
         self.pickles = scheduler.kind == "process"
-        self._inbox: queue.Queue[tuple[Any, ...]] | None = None
+        self._inboxes: dict[str, queue.Queue[tuple[Any, ...]]] = {}
 
     def store_ref(self, store: Store) -> StoreSpec | Store:
         return store_spec(store) if self.pickles else store
 
     def begin(self, run_id: str, inbox: queue.Queue[tuple[Any, ...]]) -> None:
-        self._inbox = inbox
+        self._inboxes[run_id] = inbox
 
     def end(self, run_id: str) -> None:
-        self._inbox = None
+        self._inboxes.pop(run_id, None)
 
     def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], *, run_id: str,
                step: str, item: int | None, token: int) -> Any:
-        inbox = self._inbox
-        assert inbox is not None
+        inbox = self._inboxes[run_id]
         try:
             future = self.scheduler.executor().submit(fn, *args)
         except BrokenProcessPool:

@@ -16,6 +16,7 @@ Must never import Dask or IPython.
 from __future__ import annotations
 
 import heapq
+import itertools
 import queue
 import time
 import uuid
@@ -97,75 +98,107 @@ class _Job:
     shared_task: Any = None  # the task as the pool shares it between items
 
 
-class ParallelRun(Run):
-    """One walk over a plan, with steps and foreach items running on ``pool``."""
+_tokens = itertools.count(1)  # task tokens, unique across the runs sharing one inbox
 
-    def __init__(self, *args: Any, pool: Pool, only_remote: bool = False, **kw: Any) -> None:
+
+class ParallelRun(Run):
+    """One walk over a plan, with steps and foreach items running on ``pool``.
+
+    :meth:`execute` drives it alone; :func:`drive` drives several runs that share a pool and an
+    inbox (a batch of items): :meth:`begin`, then :meth:`pump` and :meth:`handle` until
+    :attr:`finished`, then :meth:`finish`.
+    """
+
+    def __init__(self, *args: Any, pool: Pool, only_remote: bool = False,
+                 inbox: queue.Queue[tuple[Any, ...]] | None = None, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.pool = pool
         self.only_remote = only_remote
         self.run_id = uuid.uuid4().hex[:12]
-        self.inbox: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self.inbox: queue.Queue[tuple[Any, ...]] = inbox if inbox is not None else queue.Queue()
         self._inflight: dict[int, _Job] = {}
-        self._tokens = 0
         self._queued: deque[_Job] = deque()
         self._payloads: dict[str, tuple[bytes, str] | None] = {}
         self._spec: StoreSpec | Store | None = None
         self._running: set[str] = set()
         self._settled: set[str] = set()
         self._steps_of: dict[str, list[_Job]] = {}
-        self._settle: Callable[[str, bool], None] = lambda name, ok: None
+        self._index: dict[str, int] = {}
+        self._waiting: dict[str, set[str]] = {}
+        self._children: dict[str, list[str]] = {}
+        self._ready: list[tuple[int, str]] = []
+        self._blocked: set[str] = set()
 
     # -- the walk ---------------------------------------------------------------------------------
     def execute(self) -> RunResult:
-        order = self.graph.topological_order(self.targets)
-        self.graph.check(self.targets)
-        index = {n: i for i, n in enumerate(order)}
-        for name in order:
-            self.emit(name, "queued")
-        waiting = {n: {p for p in self.graph.parents(n) if p in index} for n in order}
-        children: dict[str, list[str]] = {n: [] for n in order}
-        for n in order:
-            for p in waiting[n]:
-                children[p].append(n)
-        ready = [(index[n], n) for n in order if not waiting[n]]
-        heapq.heapify(ready)
-        blocked: set[str] = set()
-
-        def settle(name: str, ok: bool) -> None:
-            self._settled.add(name)
-            if not ok:
-                blocked.add(name)
-            for c in children[name]:
-                waiting[c].discard(name)
-                if not waiting[c]:
-                    heapq.heappush(ready, (index[c], c))
-
-        self._settle = settle
-        self.pool.begin(self.run_id, self.inbox)
+        self.begin()
         try:
-            while ready or self._inflight or self._queued:
-                while ready:
-                    _, name = heapq.heappop(ready)
-                    if any(p in blocked for p in self.graph.parents(name)):
-                        self.skipped.append(name)
-                        self.emit(name, "stale")
-                        settle(name, False)
-                        continue
-                    outcome = self.start(self.graph.steps[name])
-                    if outcome is not None:
-                        settle(name, outcome)
-                self._dispatch()
+            while not self.finished:
+                self.pump()
                 if self._inflight:
-                    self._wait()
+                    self.handle(self.inbox.get())
+                    while True:
+                        try:
+                            self.handle(self.inbox.get_nowait())
+                        except queue.Empty:
+                            break
         except BaseException as e:
             self._abort(e)
             raise
         finally:
             self.pool.end(self.run_id)
+        return self.finish()
+
+    def begin(self) -> None:
+        """Plan: queue every step; those without parents in the plan are ready."""
+        order = self.graph.topological_order(self.targets)
+        self.graph.check(self.targets)
+        self._index = {n: i for i, n in enumerate(order)}
+        for name in order:
+            self.emit(name, "queued")
+        self._waiting = {n: {p for p in self.graph.parents(n) if p in self._index} for n in order}
+        self._children = {n: [] for n in order}
+        for n in order:
+            for p in self._waiting[n]:
+                self._children[p].append(n)
+        self._ready = [(self._index[n], n) for n in order if not self._waiting[n]]
+        heapq.heapify(self._ready)
+        self.pool.begin(self.run_id, self.inbox)
+
+    @property
+    def finished(self) -> bool:
+        return not (self._ready or self._inflight or self._queued)
+
+    def pump(self) -> None:
+        """Start every ready step (served, run here, or submitted), then submit what fits."""
+        while self._ready:
+            _, name = heapq.heappop(self._ready)
+            if any(p in self._blocked for p in self.graph.parents(name)):
+                self.skipped.append(name)
+                self.emit(name, "stale")
+                self._settle(name, False)
+                continue
+            outcome = self.start(self.graph.steps[name])
+            if outcome is not None:
+                self._settle(name, outcome)
+        self._dispatch()
+
+    def finish(self) -> RunResult:
         for names in (self.executed, self.cached, self.failed, self.skipped):
-            names.sort(key=index.__getitem__)
+            names.sort(key=self._index.__getitem__)
         return RunResult(self)
+
+    def _settle(self, name: str, ok: bool) -> None:
+        self._settled.add(name)
+        if not ok:
+            self._blocked.add(name)
+        for c in self._children.get(name, ()):
+            self._waiting[c].discard(name)
+            if not self._waiting[c]:
+                heapq.heappush(self._ready, (self._index[c], c))
+
+    def owns(self, token: int) -> bool:
+        return token in self._inflight
 
     def start(self, step: Step) -> bool | None:
         """Serve ``step`` from the store, run it here, or submit it (None: it is in flight)."""
@@ -279,8 +312,7 @@ class ParallelRun(Run):
     def _submit(self, job: _Job) -> None:
         assert job.fn is not None and self._spec is not None
         name = job.step.name
-        self._tokens += 1
-        job.token = self._tokens
+        job.token = next(_tokens)
         self._inflight[job.token] = job
         task = job.shared_task if job.shared_task is not None else job.task
         job.handle = self.pool.submit(job.fn, (self._spec, task, *job.args),
@@ -294,19 +326,11 @@ class ParallelRun(Run):
             self._running.add(name)
             self.emit(name, "running", key=self._first(name).key)
 
-    def _wait(self) -> None:
-        """Handle at least one message from the pool (then whatever else is already there)."""
-        msg = self.inbox.get()
-        while True:
-            self._handle(msg)
-            try:
-                msg = self.inbox.get_nowait()
-            except queue.Empty:
-                return
-
-    def _handle(self, msg: tuple[Any, ...]) -> None:
+    def handle(self, msg: tuple[Any, ...]) -> None:
+        """One message from the pool: ``("done", token)`` or ``("started", run_id, step)``."""
         if msg[0] == "started":
-            self._started(msg[1])
+            if msg[1] == self.run_id:
+                self._started(msg[2])
             return
         job = self._inflight.pop(msg[1], None)
         if job is None:
