@@ -144,10 +144,17 @@ class BatchMixin:
         bar = _bar(len(batch) * len(passes), f"{flow.name} ({order})", progress)
         alive = list(range(len(batch)))
         found: dict[int, dict[str, str | None]] = {i: {} for i in alive}
+        scheduler = getattr(flow, "_scheduler", None)
         try:
             for wanted in passes:
+                done = None
+                if scheduler is not None:  # every item at once on the flow's pool (e.g. Dask)
+                    from .backends.batch import run_items
+
+                    done = run_items(flow, scheduler, [(i, batch[i]) for i in alive], prepare, wanted)
                 for i in list(alive):
-                    result = self._batch_item(stats, i, batch[i], prepare, wanted)
+                    result = self._batch_item(stats, i, batch[i], prepare, wanted,
+                                              None if done is None else done[i])
                     if result is None:
                         alive.remove(i)
                     else:
@@ -188,10 +195,15 @@ class BatchMixin:
 
     def _batch_item(self, stats: BatchStats, index: int, item: Any,
                     prepare: Callable[[int, Any], Any] | None,
-                    steps: list[str]) -> RunResult | None:
+                    steps: list[str], outcome: Any = None) -> RunResult | None:
+        """Run one item (or take ``outcome``: its result or exception from a parallel pass)."""
         flow = self._me()
         try:
-            if prepare is not None:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            if outcome is not None:
+                result = outcome
+            elif prepare is not None:
                 prepare(index, item)
             elif isinstance(item, Mapping):
                 for name, value in item.items():
@@ -201,8 +213,9 @@ class BatchMixin:
                     f"batch item {index} is a {type(item).__name__}; pass prepare=(index, item) "
                     "-> None to set the inputs, or make each item a dict of input values"
                 )
-            precheck_inputs(flow, steps)
-            result = flow.run(*steps, raise_on_failure=False)
+            if outcome is None:
+                precheck_inputs(flow, steps)
+                result = flow.run(*steps, raise_on_failure=False)
         except Exception as e:  # noqa: BLE001 - one item's failure never stops the batch
             stats.failures.append(BatchFailure(index, item, e))
             stats.failed_steps[index] = None
