@@ -162,8 +162,8 @@ def test_early_cutoff_matches_serial(dask_scheduler: DaskScheduler, tmp_path: Pa
 
     flow.run(executor=dask_scheduler)
 
-    @flow.step
-    def doubled(base):  # noqa: F811 - an edit that yields identical output
+    @flow.step  # type: ignore[no-redef]
+    def doubled(base):  # noqa: F811 - an edit, identical output
         return [x + x for x in base]
 
     result = flow.run(executor=dask_scheduler)
@@ -251,7 +251,7 @@ def test_failure_skips_descendants_and_resumes(dask_scheduler: DaskScheduler, tm
     assert "def broken" in (failed[0].error or "") or "in broken" in (failed[0].error or "")
     assert flow.status()["broken"].status == "failed"
 
-    @flow.step
+    @flow.step  # type: ignore[no-redef]
     def broken(ok):  # noqa: F811 - the fix
         return ok + 1
 
@@ -354,7 +354,8 @@ def test_remote_cell_step_runs_on_a_worker_from_the_store(dask_scheduler: DaskSc
 
 def test_select_and_config(dask_scheduler: DaskScheduler, tmp_path: Path) -> None:
     assert select() is None and select("serial") is None
-    assert select(max_workers=3).describe() == "local (3 processes)"
+    local = select(max_workers=3)
+    assert local is not None and local.describe() == "local (3 processes)"
     assert select("dask", address="tcp://127.0.0.1:1") is select(address="tcp://127.0.0.1:1")
     with pytest.raises(nbflow.NbflowError, match="not one of serial, local, dask"):
         select("spark")

@@ -177,7 +177,7 @@ def test_failure_in_one_item_fails_the_step(processes: LocalScheduler, tmp_path:
     result = flow.run(executor=processes, raise_on_failure=False)
     assert result.failed == ["inverse"] and result.skipped == ["total"]
     assert isinstance(result.errors["inverse"], ZeroDivisionError)
-    assert "1 / xs" in flow.status()["inverse"].error
+    assert "1 / xs" in (flow.status()["inverse"].error or "")
 
 
 def test_cli_options() -> None:

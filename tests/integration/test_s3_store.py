@@ -153,9 +153,9 @@ def test_tampered_and_foreign_entries_on_s3_are_misses(s3: S3Server, url: str,
         assert reader.get("12" * 16) is None
 
     # a truncated blob on S3 is a miss (and the bad blob is removed)
-    store.put("34" * 16, {"v": encode(list(range(5000)))})
-    blob = next(i.path for i in reader.backend.walk("blobs")
-                if i.path.endswith(store.get("34" * 16).outputs["v"]["stream"]["digest"]))
+    written = store.put("34" * 16, {"v": encode(list(range(5000)))})
+    digest = written.outputs["v"]["stream"]["digest"]
+    blob = next(i.path for i in reader.backend.walk("blobs") if i.path.endswith(digest))
     full = backend._full(blob)
     backend.fs.pipe_file(full, backend.fs.cat_file(full)[:-10])
     fresh = s3_store(s3, url, tmp_path / "cache3")
