@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from IPython.core.interactiveshell import InteractiveShell  # noqa: E402
 
-from nbflow.notebook import cellstep, current_session  # noqa: E402
+from nbflow.notebook import current_session, parse  # noqa: E402
 
 IO_METHODS = ("read", "map", "write_atomic", "signature", "size", "touch", "remove", "walk")
 
@@ -171,8 +171,7 @@ def bench_cells(steps: int, repeat: int, comm: bool = True) -> dict[str, float]:
     first_own, first_io = [], []
     for _ in range(max(repeat // 5, 20)):
         shell, session, clock = setup_shell(work, comm)
-        cellstep._compiled.clear()
-        cellstep._transformed.clear()
+        parse.clear_memo()  # a new kernel: nothing in memory (the store's records remain)
         for c in cells[: len(cells) // 2]:
             run(shell, c)
         shell.events.trigger("pre_run_cell", _Info(target))

@@ -17,16 +17,14 @@ action the same way. Must not run anything at import time; IPython is imported l
 
 from __future__ import annotations
 
-import ast
 import types
 import warnings
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import keys
-from ..analysis import AnalysisError, CellAnalysis, analyze
+from ..analysis import AnalysisError
 from ..errors import NbflowError, NbflowWarning
 from ..executor import StepOutput
 from ..graph import Step
@@ -34,70 +32,10 @@ from ..store.codec import value_digest
 from .args import StepArgs
 from .capture import Capture, flush_figures
 from .namespace import MutationWatch, is_lazy, mutation_message
+from .parse import Compiled, compile_cell
 
 if TYPE_CHECKING:
     from .session import Session
-
-
-@dataclass(frozen=True)
-class Compiled:
-    """What one cell text compiles to (memoized by text: re-running a cell is cheap)."""
-
-    analysis: CellAnalysis
-    body: types.CodeType
-    last: types.CodeType | None  # the trailing expression, displayed like a cell's result
-    filename: str
-    tree: ast.Module
-    normalized: dict[tuple[str, ...], str] = field(default_factory=dict, compare=False)
-
-
-_compiled: OrderedDict[tuple[str, bool], Compiled] = OrderedDict()
-_COMPILED_MAX = 512
-
-
-def _semicolon_at_end(raw: str) -> bool:
-    for line in reversed(raw.rstrip().splitlines()):
-        code = line.split("#", 1)[0].rstrip()
-        if code:
-            return code.endswith(";")
-    return False
-
-
-def compile_cell(shell: Any, code: str, raw: str) -> Compiled:
-    """Analyse and compile transformed cell ``code``; AnalysisError for what cannot run."""
-    quiet = _semicolon_at_end(raw)
-    memo_key = (code, quiet)
-    hit = _compiled.get(memo_key)
-    if hit is not None:
-        _compiled.move_to_end(memo_key)
-        return hit
-    try:
-        tree = ast.parse(code)
-    except SyntaxError as e:
-        raise AnalysisError(f"the cell has a syntax error on line {e.lineno}: {e.msg}") from None
-    analysis = analyze(code, tree)
-    transform = getattr(shell, "transform_ast", None)
-    run_tree = tree
-    if transform is not None and getattr(shell, "ast_transformers", None):
-        run_tree = transform(ast.parse(code))  # a fresh tree: the key's tree stays untouched
-    cache = getattr(getattr(shell, "compile", None), "cache", None)
-    number = int(getattr(shell, "execution_count", 0) or 0)
-    filename = cache(code, number) if cache is not None else "<nbflow cell>"
-    flags = int(getattr(getattr(shell, "compile", None), "flags", 0) or 0)
-    body_nodes = list(run_tree.body)
-    last = None
-    tail = body_nodes[-1] if body_nodes else None
-    if isinstance(tail, ast.Expr) and not quiet:
-        body_nodes.pop()
-        last = compile(ast.Expression(tail.value), filename, "eval", flags=flags,
-                       dont_inherit=True)
-    body = compile(ast.Module(body_nodes, type_ignores=[]), filename, "exec", flags=flags,
-                   dont_inherit=True)
-    result = Compiled(analysis, body, last, filename, tree)
-    _compiled[memo_key] = result
-    if len(_compiled) > _COMPILED_MAX:
-        _compiled.popitem(last=False)
-    return result
 
 
 @dataclass(frozen=True)
@@ -122,11 +60,8 @@ class CellSpec:
         return tuple(dict.fromkeys([*self.compiled.analysis.reads, *extra]))
 
     def normalized(self) -> str:
-        memo = self.compiled.normalized
-        text = memo.get(self.outputs)
-        if text is None:
-            text = memo[self.outputs] = keys.normalize_body(self.compiled.tree.body, self.outputs)
-        return text
+        # a trailing ``return`` (what normalize_body drops for functions) cannot end a cell
+        return self.compiled.normalized
 
     def split_reads(self, producers: Mapping[str, str], params: Mapping[str, Any]) -> tuple[
             tuple[str, ...], tuple[str, ...]]:
@@ -143,36 +78,18 @@ class CellSpec:
         return tuple(inputs), tuple(externals)
 
 
-_transformed: OrderedDict[str, str] = OrderedDict()
-
-
-def transform(shell: Any, body: str) -> str:
-    """IPython's ``transform_cell`` (magics, ``!cmd`` -> calls), memoized: it tokenizes the
-    whole cell, the largest part of a re-run's overhead, and depends only on the text."""
-    code = _transformed.get(body)
-    if code is None:
-        code = _transformed[body] = shell.transform_cell(body)
-        if len(_transformed) > _COMPILED_MAX:
-            _transformed.popitem(last=False)
-    else:
-        _transformed.move_to_end(body)
-    return code
-
-
-def prepare_cell(shell: Any, args: StepArgs, body: str, raw: str, cell_id: str | None) -> CellSpec:
+def prepare_cell(shell: Any, args: StepArgs, body: str, raw: str, cell_id: str | None,
+                 store: Any = None) -> CellSpec:
     """Parse and analyse a ``%%step`` cell body. Raises UsageError naming the step and the fix."""
     from IPython.core.error import UsageError
 
     if not body.strip():
         raise UsageError(f"step '{args.name}' is empty; write the step's code below the %%step line")
-    code = transform(shell, body)
     try:
-        compiled = compile_cell(shell, code, body)
+        compiled = compile_cell(shell, body, store)
     except AnalysisError as e:
         raise UsageError(f"step '{args.name}': {e}") from None
-    except SyntaxError as e:  # compile() after a successful parse: e.g. 'return' outside function
-        raise UsageError(f"step '{args.name}': line {e.lineno}: {e.msg}") from None
-    if not compiled.tree.body:
+    if compiled.empty:
         raise UsageError(f"step '{args.name}' is empty (only comments); write the step's code "
                          "below the %%step line")
     analysis = compiled.analysis
@@ -185,7 +102,7 @@ def prepare_cell(shell: Any, args: StepArgs, body: str, raw: str, cell_id: str |
             f"step '{args.name}': --ignore names {', '.join(repr(n) for n in unknown_ignore)}, "
             "which the cell does not read; drop it from --ignore"
         )
-    return CellSpec(args, raw, code, compiled, tuple(outputs), cell_id)
+    return CellSpec(args, raw, compiled.code, compiled, tuple(outputs), cell_id)
 
 
 class CellAction:
@@ -244,9 +161,9 @@ class CellAction:
             restore = s.bind_inputs(values)
         watch = MutationWatch(values) if s.config.mutation else None
         try:
+            body, last, _filename = self.spec.compiled.objects(s.shell)
             with Capture(s.shell) as cap:
-                exec(self.spec.compiled.body, ns)
-                last = self.spec.compiled.last
+                exec(body, ns)
                 if last is not None:
                     result = eval(last, ns)
                     if result is not None:

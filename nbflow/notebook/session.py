@@ -222,7 +222,8 @@ class Session:
         if args.remote:
             check_remote()  # a clear error now rather than after the ancestors ran
         cell_id, raw = self.cell_info()
-        spec = prepare_cell(self.shell, args, body, raw or f"%%step {line}\n{body}", cell_id)
+        spec = prepare_cell(self.shell, args, body, raw or f"%%step {line}\n{body}", cell_id,
+                            self.flow.store)
         self.register_cell(spec)
         self.run_cell(spec.name)
 

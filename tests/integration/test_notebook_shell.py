@@ -345,3 +345,28 @@ def test_an_input_reassigned_in_a_plain_cell_is_named(sh: Shell) -> None:
         sh.ok("%%step per --foreach names\nupper = names.upper()")
         sh.ok("%%step after\njoined = names + upper")
     assert sh.ns["joined"] == ["a", "b", "A", "B"]
+
+
+def test_parsed_cells_are_remembered_in_signed_records(sh: Shell, tmp_path: Path) -> None:
+    from nbflow.notebook import parse
+
+    body = "import math\nroot = math.sqrt(value)\nlabel = f'{root:.1f}'\n"  # as IPython passes it
+    sh.ok("value = 16")
+    sh.ok("%%step calc\n" + body)
+    store = current_session().flow.store  # type: ignore[union-attr]
+    name = parse.record_name(body)
+    assert name in store.records(parse.RECORD_KIND)
+    parse.clear_memo()
+    loaded = parse.compile_cell(sh.shell, body, store)  # a new kernel: no parsing
+    assert loaded.analysis.outputs == ("root", "label") and loaded.analysis.imports == ("import math",)
+    assert loaded.normalized == parse._fresh(sh.shell, body).normalized
+    # a record altered on disk is not trusted: the cell is parsed again
+    path = tmp_path / ".nbflow" / "records" / parse.RECORD_KIND / f"{name}.json"
+    path.write_text(path.read_text().replace("root", "evil"))
+    parse.clear_memo()
+    with pytest.warns(NbflowWarning, match="record signature does not match"):
+        again = parse.compile_cell(sh.shell, body, store)
+    assert again.analysis.outputs == ("root", "label")
+    parse.clear_memo()
+    sh.ok("%%step calc\n" + body)  # the cached step still works after all that
+    assert sh.ns["label"] == "4.0"

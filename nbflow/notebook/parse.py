@@ -1,0 +1,154 @@
+"""From a ``%%step`` cell's text to what nbflow needs of it: transformed code, analysis, the
+normalized code of the key, and (only when the cell runs) code objects.
+
+Parsing is most of the magic's own work when a kernel meets a cell for the first time (IPython's
+``transform_cell`` tokenizes, then ``ast`` + ``symtable`` + ``ast.dump``). Two caches make it
+cheap: an in-process memo by cell text (a re-run), and a signed record per cell text in the
+store (``records/cells/``: after a kernel restart, a cached cell is not parsed at all — nor
+compiled, since it does not run). Records are signed with the user's key like manifests, and
+keyed by the text plus the nbflow, IPython and Python versions, so a changed analysis never
+reads a stale record.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+import types
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import keys
+from ..analysis import AnalysisError, CellAnalysis, analyze
+from ..hashing import digest_parts
+
+CACHE_VERSION = "cells-1"
+RECORD_KIND = "cells"
+_MEMO_MAX = 512
+
+
+@dataclass
+class Compiled:
+    """One cell text, understood. ``objects()`` compiles on first use (a hit never needs it)."""
+
+    code: str  # after IPython's transform_cell
+    analysis: CellAnalysis
+    normalized: str  # keys.normalize_source of ``code``: what the key covers
+    quiet: bool  # ends with ';': the trailing expression is not displayed
+    empty: bool  # no statements (only comments)
+    _objects: tuple[types.CodeType, types.CodeType | None, str] | None = field(
+        default=None, repr=False, compare=False)
+
+    def objects(self, shell: Any) -> tuple[types.CodeType, types.CodeType | None, str]:
+        """(body, trailing expression or None, filename) compiled for the shell."""
+        if self._objects is None:
+            self._objects = _compile(shell, self.code, self.quiet)
+        return self._objects
+
+
+_memo: OrderedDict[str, Compiled] = OrderedDict()
+
+
+def clear_memo() -> None:
+    """Forget the in-process memo (benchmarks measure a kernel's first sight of a cell)."""
+    _memo.clear()
+
+
+def semicolon_at_end(text: str) -> bool:
+    for line in reversed(text.rstrip().splitlines()):
+        code = line.split("#", 1)[0].rstrip()
+        if code:
+            return code.endswith(";")
+    return False
+
+
+def record_name(body: str) -> str:
+    import IPython
+
+    from .. import __version__
+
+    return digest_parts([CACHE_VERSION, __version__, IPython.__version__, sys.version, body])
+
+
+def compile_cell(shell: Any, body: str, store: Any = None) -> Compiled:
+    """Understand a cell body; AnalysisError (also for code that cannot compile)."""
+    hit = _memo.get(body)
+    if hit is not None:
+        _memo.move_to_end(body)
+        return hit
+    compiled = _load(store, body) if store is not None else None
+    if compiled is None:
+        compiled = _fresh(shell, body)
+        if store is not None:
+            _save(store, body, compiled)
+    _memo[body] = compiled
+    if len(_memo) > _MEMO_MAX:
+        _memo.popitem(last=False)
+    return compiled
+
+
+def _fresh(shell: Any, body: str) -> Compiled:
+    code = shell.transform_cell(body)
+    try:
+        tree = ast.parse(code)
+    except SyntaxError as e:
+        raise AnalysisError(f"the cell has a syntax error on line {e.lineno}: {e.msg}") from None
+    analysis = analyze(code, tree)
+    compiled = Compiled(code, analysis, keys.normalize_body(tree.body, ()),
+                        semicolon_at_end(body), not tree.body)
+    try:
+        compiled._objects = _compile(shell, code, compiled.quiet, tree)
+    except SyntaxError as e:  # parses, yet cannot compile: 'return' outside a function, ...
+        raise AnalysisError(f"line {e.lineno}: {e.msg}") from None
+    return compiled
+
+
+def _compile(shell: Any, code: str, quiet: bool, tree: ast.Module | None = None
+             ) -> tuple[types.CodeType, types.CodeType | None, str]:
+    run_tree = tree if tree is not None else ast.parse(code)
+    if getattr(shell, "ast_transformers", None):
+        run_tree = shell.transform_ast(ast.parse(code))  # a fresh tree: the key's stays intact
+    compiler = getattr(shell, "compile", None)
+    cache = getattr(compiler, "cache", None)
+    number = int(getattr(shell, "execution_count", 0) or 0)
+    filename = cache(code, number) if cache is not None else "<nbflow cell>"
+    flags = int(getattr(compiler, "flags", 0) or 0)
+    nodes = list(run_tree.body)
+    last = None
+    tail = nodes[-1] if nodes else None
+    if isinstance(tail, ast.Expr) and not quiet:
+        nodes.pop()
+        last = compile(ast.Expression(tail.value), filename, "eval", flags=flags, dont_inherit=True)
+    body = compile(ast.Module(nodes, type_ignores=[]), filename, "exec", flags=flags,
+                   dont_inherit=True)
+    return body, last, filename
+
+
+def _load(store: Any, body: str) -> Compiled | None:
+    try:
+        data = store.get_record(RECORD_KIND, record_name(body))
+        if not data:
+            return None
+        a = data["analysis"]
+        analysis = CellAnalysis(*(tuple(a[k]) for k in (
+            "binds", "outputs", "reads", "imports", "deletes", "nested_reads")))
+        return Compiled(str(data["code"]), analysis, str(data["normalized"]), bool(data["quiet"]),
+                        bool(data["empty"]))
+    except Exception:  # an unreadable record is only a missed shortcut
+        return None
+
+
+def _save(store: Any, body: str, c: Compiled) -> None:
+    a = c.analysis
+    data = {"code": c.code, "normalized": c.normalized, "quiet": c.quiet, "empty": c.empty,
+            "analysis": {"binds": a.binds, "outputs": a.outputs, "reads": a.reads,
+                         "imports": a.imports, "deletes": a.deletes,
+                         "nested_reads": a.nested_reads}}
+    try:
+        store.put_record(RECORD_KIND, record_name(body), data)
+    except Exception:  # a read-only or full store: parse again next time
+        pass
+
+
+__all__ = ["Compiled", "clear_memo", "compile_cell", "record_name", "semicolon_at_end"]
