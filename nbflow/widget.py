@@ -20,6 +20,7 @@ import logging
 import shutil
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -89,10 +90,12 @@ def status_info(row: Any) -> StatusInfo:
     return info
 
 
-def merge_status(previous: StatusInfo | None, event: Any) -> StatusInfo:
+def merge_status(previous: StatusInfo | None, event: Any, ledger: SessionLedger | None = None) -> StatusInfo:
     """Fold one event into the last known info: figures the event lacks are kept."""
     info: StatusInfo = StatusInfo(**(previous or {}))
     new = status_info(event)
+    if ledger is not None and ledger.computed(event.step, new["status"], getattr(event, "key", None)):
+        new["status"] = "done"
     info["status"] = new["status"]
     info["time"] = new.get("time", time.time())
     for name in ("duration", "sizes"):
@@ -107,6 +110,41 @@ def merge_status(previous: StatusInfo | None, event: Any) -> StatusInfo:
     else:
         info.pop("error", None)
     return info
+
+
+class SessionLedger:
+    """Which version (key) of each step this process computed: what a view calls ``done``.
+
+    The engine reports a step ``cached`` whenever a run finds its entry in the store, also when
+    this same kernel computed it a moment ago (a later cell re-validates its ancestors). A view
+    says ``done`` for a step whose current key was computed in this session, and ``cached`` for
+    one served from the store without computing it here (a fresh kernel, another process).
+    """
+
+    def __init__(self, flow: Any) -> None:
+        self._keys: dict[str, str] = {}
+        self._unsubscribe = flow.events.subscribe(self._on_event)
+
+    def _on_event(self, event: Any) -> None:
+        if event.status == "done" and event.key and getattr(event, "item", None) is None:
+            self._keys[event.step] = event.key
+
+    def computed(self, step: str, status: str, key: str | None) -> bool:
+        """True when a ``cached`` step's key is one this session computed."""
+        return status == "cached" and key is not None and self._keys.get(step) == key
+
+
+_ledgers: weakref.WeakKeyDictionary[Any, SessionLedger] = weakref.WeakKeyDictionary()
+_ledgers_lock = threading.Lock()
+
+
+def ledger_for(flow: Any) -> SessionLedger:
+    """The flow's ledger, started by its first view (``%load_ext nbflow`` attaches one early)."""
+    with _ledgers_lock:
+        ledger = _ledgers.get(flow)
+        if ledger is None:
+            ledger = _ledgers[flow] = SessionLedger(flow)
+        return ledger
 
 
 def _clip(text: str, limit: int) -> str:
@@ -472,6 +510,7 @@ class FlowMirror:
         self._on_graph = on_graph
         self._with_source = with_source
         self._cell_of = cell_of
+        self._ledger = ledger_for(flow)
         self._lock = threading.RLock()
         self.statuses: dict[str, StatusInfo] = {}
         self.busy: set[str] = set()
@@ -520,6 +559,9 @@ class FlowMirror:
                 if name not in self.statuses:
                     continue
                 info = status_info(row)
+                if self._ledger.computed(name, info["status"], getattr(row, "key", None)):
+                    info["status"] = "done"
+                    info.pop("saved", None)
                 old = self.statuses.get(name, {})
                 if "time" in old:
                     info.setdefault("time", old["time"])
@@ -545,7 +587,7 @@ class FlowMirror:
                 self.refresh_graph()
             if event.step not in self.statuses:
                 return
-            info = merge_status(self.statuses.get(event.step), event)
+            info = merge_status(self.statuses.get(event.step), event, self._ledger)
             self.statuses[event.step] = info
             self._track_busy(event.step, info["status"])
         self._on_status({event.step: info})
@@ -717,6 +759,7 @@ __all__ = [
     "DagWidget",
     "Batcher",
     "FlowMirror",
+    "SessionLedger",
     "Throttle",
     "MainThread",
     "build_digraph",

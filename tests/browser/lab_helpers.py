@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -277,3 +277,52 @@ def screenshot(page: Any, name: str) -> Path:
     path = ARTIFACTS / name
     page.screenshot(path=str(path), full_page=False)
     return path
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "example_notebooks"
+
+
+def copy_example(lab: Any, name: str, folder: str, extra_cells: Sequence[str] = ()) -> Path:
+    """Copy an example notebook (and its data) into its own folder of the server's root, so its
+    ``.nbflow`` store is its own; ``extra_cells`` are appended. Returns the notebook's path."""
+    target = lab.root / folder
+    target.mkdir(parents=True)
+    if (EXAMPLES / "data").is_dir():
+        shutil.copytree(EXAMPLES / "data", target / "data")
+    nb = nbformat.read(str(EXAMPLES / name), as_version=4)
+    nb.cells += [nbformat.v4.new_code_cell(src) for src in extra_cells]
+    path = target / name
+    nbformat.write(nb, str(path))
+    return path
+
+
+def cell_index(page: Any, needle: str) -> int:
+    """The index of the first cell whose source contains ``needle``."""
+    index = page.evaluate(
+        """(needle) => window.jupyterapp.shell.currentWidget.content.widgets
+            .findIndex(c => c.model.sharedModel.getSource().includes(needle))""",
+        needle,
+    )
+    assert index >= 0, f"no cell contains {needle!r}"
+    return int(index)
+
+
+def source_of(page: Any, index: int) -> str:
+    return str(
+        page.evaluate(
+            "(i) => window.jupyterapp.shell.currentWidget.content.widgets[i].model.sharedModel.getSource()",
+            index,
+        )
+    )
+
+
+def scroll_to(page: Any, index: int, align: str = "start") -> None:
+    """Scroll the notebook so that cell ``index`` is in view (a windowed notebook renders it)."""
+    page.evaluate(
+        """async ([i, align]) => {
+            const nb = window.jupyterapp.shell.currentWidget.content;
+            await nb.scrollToItem(i < 0 ? nb.widgets.length + i : i, align);
+        }""",
+        [index, align],
+    )
+    page.wait_for_timeout(300)

@@ -1,6 +1,6 @@
-"""Issue 7 in a real browser: the live DAG widget in JupyterLab.
+"""Issue 7 in a real browser: the live DAG widget (``%flow show``) of a real example notebook.
 
-Run all -> every node `done`; edit a cell -> its descendants `stale`; click a node ->
+Run all -> every node `done`; edit a cell and run it -> its descendants `stale`; click a node ->
 "Rerun from here" -> running -> done/cached; names and values render as text; hover tooltip;
 pan/zoom; a screenshot in test-artifacts/.
 """
@@ -11,97 +11,87 @@ import uuid
 from typing import Any
 
 from lab_helpers import (
+    cell_index,
+    copy_example,
     node_statuses,
     open_notebook,
     run_all,
     run_cell,
     screenshot,
+    scroll_to,
     set_source,
+    source_of,
     wait_idle,
     wait_statuses,
 )
 
 DAG = ".jp-Notebook .nbflow-dag"
-
-
-def notebook_cells(store: str) -> list[str]:
-    return [
-        "import time\n"
-        "import nbflow\n"
-        "from nbflow.notebook.comm import attach_comm\n"
-        "from nbflow.widget import show\n"
-        f"flow = nbflow.Flow('e2e', store={store!r})\n"
-        "attach_comm(flow, get_ipython())",
-        "@flow.step\ndef load():\n    return list(range(10))",
-        "@flow.step\ndef clean(load):\n    return [x for x in load if x % 2 == 0]",
-        "@flow.step\ndef features(clean):\n    time.sleep(0.8)\n    return [x * 10 for x in clean]",
-        '@flow.step(outputs=("total", "label"))\n'
-        "def report(features, clean):\n"
-        '    return sum(features), "<b>bold</b><script>window.__pwned = 1</script>"',
-        "flow.run();",
-        "show(flow)",
-    ]
+STEPS = ("load", "clean", "monthly", "chart", "top_products", "report")
+MARKUP = "<b>bold</b><script>window.__pwned = 1</script>"
 
 
 def test_dag_widget_live(page: Any, lab: Any) -> None:
-    name = f"dag_{uuid.uuid4().hex[:6]}.ipynb"
-    lab.write_notebook(name, notebook_cells(f".nbflow-{name}"))
-    open_notebook(page, lab, name)
+    folder = f"dag_{uuid.uuid4().hex[:6]}"
+    copy_example(lab, "sales_analysis.ipynb", folder, extra_cells=["%flow show"])
+    open_notebook(page, lab, f"{folder}/sales_analysis.ipynb")
     run_all(page)
 
-    # the DAG, laid out in the browser, every node done
+    # the DAG, laid out in the browser by WebAssembly Graphviz, every node done
     page.wait_for_selector(f"{DAG}[data-rendered='true'] g.node", timeout=60_000)
-    steps = {"load", "clean", "features", "report"}
-    wait_statuses(page, node_statuses, {s: "done" for s in steps})
+    wait_statuses(page, node_statuses, dict.fromkeys(STEPS, "done"), timeout=60)
+    assert set(node_statuses(page)) == set(STEPS)
     # edges carry the variable names that flow along them
     edges = page.evaluate(
         """(dag) => [...document.querySelectorAll(dag + ' g.edge')].map(g =>
             [g.dataset.from, g.dataset.to, [...g.querySelectorAll('text')].map(t => t.textContent).join(',')])""",
         DAG,
     )
-    assert sorted(map(tuple, edges)) == sorted(
-        [("load", "clean", "load"), ("clean", "features", "clean"),
-         ("clean", "report", "clean"), ("features", "report", "features")]
-    )
-    # every node shows its status as a word (readable without colour)
+    assert sorted(map(tuple, edges)) == sorted([
+        ("load", "clean", "sales"), ("clean", "monthly", "orders"),
+        ("monthly", "chart", "by_month"), ("clean", "top_products", "orders"),
+        ("top_products", "report", "top_products"),
+    ])
+    # every node shows its status as an icon and a word (readable without colour)
     words = page.evaluate(
         "(dag) => [...document.querySelectorAll(dag + ' g.node text.nbflow-node-status')].map(t => t.textContent)",
         DAG,
     )
-    assert words == ["✓ done"] * 4
+    assert words == ["✓ done"] * len(STEPS)
 
-    # hover: last duration, output sizes
-    page.hover(f"{DAG} g.node[data-step='features']")
+    # hover: last duration and output sizes
+    page.hover(f"{DAG} g.node[data-step='clean']")
     tip = page.locator(f"{DAG} .nbflow-dag-tooltip")
     tip.wait_for(state="visible")
-    assert "last run" in tip.inner_text() and "features" in tip.inner_text()
+    assert "last run" in tip.inner_text() and "orders" in tip.inner_text()
 
-    # edit a cell and run it: it and its descendants turn stale, the ancestor stays done
+    # edit a cell and run it: its descendant turns stale, the rest stays done
     wait_idle(page, lab)
-    set_source(page, 2, "@flow.step\ndef clean(load):\n    return [x for x in load if x % 3 == 0]")
-    run_cell(page, 2)
-    wait_statuses(
-        page, node_statuses,
-        {"load": "done", "clean": "stale", "features": "stale", "report": "stale"},
-    )
-    # the layout was not redone for status changes: same SVG element as before the edit?
-    # (the graph did not change shape, so the drawing is reused)
+    monthly = cell_index(page, "%%step monthly")
+    set_source(page, monthly, source_of(page, monthly).replace(
+        "%%step monthly\n", "%%step monthly\nimport time\ntime.sleep(0.8)\n"))
+    run_cell(page, monthly)
+    wait_statuses(page, node_statuses, {
+        "monthly": "done", "chart": "stale",
+        "load": "done", "clean": "done", "top_products": "done", "report": "done",
+    }, timeout=30)
     wait_idle(page, lab)
 
     # click a node: details pane with code, inputs/outputs and the three buttons
-    page.click(f"{DAG} g.node[data-step='features']")
-    details = page.locator(f"{DAG} .nbflow-details[data-step='features']")
+    scroll_to(page, -1, "end")
+    page.click(f"{DAG} g.node[data-step='monthly']")
+    details = page.locator(f"{DAG} .nbflow-details[data-step='monthly']")
     details.wait_for(state="visible")
     page.wait_for_selector(f"{DAG} .nbflow-details .nbflow-details-code")
     assert "time.sleep(0.8)" in details.locator(".nbflow-details-code").inner_text()
-    assert details.locator(".nbflow-details-inputs code").all_inner_texts() == ["clean"]
+    assert details.locator(".nbflow-details-inputs code").all_inner_texts() == ["orders"]
+    assert details.locator(".nbflow-details-outputs code").all_inner_texts() == ["by_month"]
     for label in ("Run", "Rerun from here", "Invalidate"):
         assert details.get_by_role("button", name=label, exact=True).count() == 1
 
-    # "Rerun from here": features goes running, then done/cached; so do its descendants
+    # "Rerun from here": monthly goes running, then done/cached; so does its descendant
     page.evaluate(
         """(dag) => {
-            const g = document.querySelector(dag + " g.node[data-step='features']");
+            const g = document.querySelector(dag + " g.node[data-step='monthly']");
             window.__seen = [g.dataset.status];
             new MutationObserver(() => window.__seen.push(g.dataset.status))
                 .observe(g, {attributes: true, attributeFilter: ['data-status']});
@@ -109,31 +99,37 @@ def test_dag_widget_live(page: Any, lab: Any) -> None:
         DAG,
     )
     details.get_by_role("button", name="Rerun from here", exact=True).click()
-    wait_statuses(
-        page, node_statuses,
-        {s: {"done", "cached"} for s in steps}, timeout=30,
-    )
+    wait_statuses(page, node_statuses, {"monthly": "done", "chart": {"done", "cached"}}, timeout=30)
     seen = page.evaluate("() => window.__seen")
     assert "running" in seen, seen
-    assert seen[-1] in ("done", "cached"), seen
+    assert seen.index("running") < len(seen) - 1 and seen[-1] == "done", seen
+    wait_idle(page, lab)
 
-    # values render as text: a preview holding markup shows literally and runs nothing
+    # values render as text: an output holding markup shows literally and runs nothing
+    report = cell_index(page, "%%step report")
+    set_source(page, report, source_of(page, report) + f"\nbanner = {MARKUP!r}")
+    run_cell(page, report)
+    wait_idle(page, lab)
+    scroll_to(page, -1, "end")
     page.click(f"{DAG} g.node[data-step='report']")
     page.wait_for_selector(f"{DAG} .nbflow-details[data-step='report'] .nbflow-details-outputs")
-    previews = page.locator(f"{DAG} .nbflow-details-outputs .nbflow-var-preview").all_inner_texts()
-    assert any("<script>window.__pwned = 1</script>" in p for p in previews), previews
+    page.wait_for_function(
+        """(dag) => [...document.querySelectorAll(dag + ' .nbflow-details-outputs .nbflow-var-preview')]
+            .some(p => p.textContent.includes('<script>'))""",
+        arg=DAG,
+    )
     assert page.evaluate("() => window.__pwned") is None
     assert page.locator(f"{DAG} .nbflow-details b").count() == 0
 
     # pan/zoom and fit-to-view
-    vb0 = page.get_attribute(f"{DAG} svg.nbflow-dag-svg", "viewBox")
+    svg = f"{DAG} svg.nbflow-dag-svg"
+    fitted = page.get_attribute(svg, "viewBox")
     page.click(f"{DAG} .nbflow-dag-zoom-in")
-    vb1 = page.get_attribute(f"{DAG} svg.nbflow-dag-svg", "viewBox")
-    assert vb1 != vb0
+    assert page.get_attribute(svg, "viewBox") != fitted
     page.click(f"{DAG} .nbflow-dag-fit")
-    assert page.get_attribute(f"{DAG} svg.nbflow-dag-svg", "viewBox") == vb0
+    assert page.get_attribute(svg, "viewBox") == fitted
 
-    page.hover(f"{DAG} g.node[data-step='report']")
-    page.locator(DAG).first.scroll_into_view_if_needed()
+    page.click(f"{DAG} g.node[data-step='monthly']")
+    page.hover(f"{DAG} g.node[data-step='clean']")
     screenshot(page, "dag_widget.png")
     assert not page.console.errors, page.console.errors  # type: ignore[attr-defined]

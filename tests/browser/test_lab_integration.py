@@ -1,4 +1,5 @@
-"""Issue 8 in a real browser: badges on step cells, the "nbflow" side panel, commands.
+"""Issue 8 in a real browser: badges on step cells, the "nbflow" side panel, commands, on a
+real example notebook (``%load_ext nbflow`` and ``%%step`` cells).
 
 Run all -> every step cell `done`; fresh kernel -> `cached`; edit a cell and run it -> its
 descendants `stale` with dimmed output; "Run all stale steps" from the toolbar -> done/cached;
@@ -14,37 +15,26 @@ from typing import Any
 
 from lab_helpers import (
     badge_statuses,
+    cell_index,
+    copy_example,
     node_statuses,
     open_notebook,
     restart_kernel,
     run_all,
     run_cell,
     screenshot,
+    scroll_to,
     set_source,
+    source_of,
     wait_idle,
     wait_statuses,
 )
 
 PANEL = "#nbflow-panel"
-STEP_CELLS = {"load": 1, "clean": 2, "features": 3, "report": 4}
-FILLERS = 30
-
-
-def notebook_cells(store: str) -> list[str]:
-    return [
-        "import time\n"
-        "import nbflow\n"
-        "from nbflow.notebook.comm import attach_comm\n"
-        f"flow = nbflow.Flow('lab', store={store!r})\n"
-        "attach_comm(flow, get_ipython())",
-        "@flow.step\ndef load():\n    return list(range(10))\nprint('load: 10 rows')",
-        "@flow.step\ndef clean(load):\n    return [x for x in load if x % 2 == 0]\nprint('clean: evens')",
-        "@flow.step\ndef features(clean):\n    time.sleep(0.3)\n    return [x * 10 for x in clean]\n"
-        "print('features: x10')",
-        "@flow.step\ndef report(features):\n    return sum(features)\nprint('report: sum')",
-        "flow.run();",
-        *[f"# filler cell {i}\n" + "x = 1\n" * 6 for i in range(FILLERS)],
-    ]
+STEPS = ("load", "clean", "monthly", "chart", "top_products", "report")
+FILLERS = 24
+# filler cells make the notebook long enough that cells leave the DOM when scrolled away
+FILLER = "# a plain cell\n" + "x = 1\n" * 8
 
 
 def panel_statuses(page: Any) -> dict[str, str]:
@@ -63,80 +53,82 @@ def output_opacity(page: Any, index: int) -> float:
     )
 
 
-def scroll_to(page: Any, index: int) -> None:
-    page.evaluate(
-        """async (i) => {
-            const nb = window.jupyterapp.shell.currentWidget.content;
-            await nb.scrollToItem(i, 'start');
-        }""",
-        index,
-    )
-    page.wait_for_timeout(300)
+def step_cell(page: Any, step: str) -> int:
+    return cell_index(page, "def top_products" if step == "top_products" else f"%%step {step}")
+
+
+def badge_text(page: Any, step: str) -> str:
+    return str(page.locator(f".jp-Notebook .nbflow-badge[data-step='{step}']").inner_text())
 
 
 def test_badges_panel_and_commands(page: Any, lab: Any) -> None:
-    name = f"lab_{uuid.uuid4().hex[:6]}.ipynb"
-    path = lab.write_notebook(name, notebook_cells(f".nbflow-{name}"))
-    open_notebook(page, lab, name)
+    folder = f"lab_{uuid.uuid4().hex[:6]}"
+    path = copy_example(lab, "sales_analysis.ipynb", folder, extra_cells=[FILLER] * FILLERS)
+    open_notebook(page, lab, f"{folder}/sales_analysis.ipynb")
     assert page.locator(".nbflow-run-stale").count() == 1  # the toolbar button is there
+    last = page.evaluate("() => window.jupyterapp.shell.currentWidget.content.widgets.length") - 1
 
     # run all: every step cell carries a badge with its step name and `done`
     run_all(page)
-    wait_idle(page, lab)
+    wait_idle(page, lab, timeout=90)
     scroll_to(page, 0)
-    wait_statuses(page, badge_statuses, {s: "done" for s in STEP_CELLS})
-    for step, index in STEP_CELLS.items():
+    wait_statuses(page, badge_statuses, dict.fromkeys(STEPS, "done"))
+    for step in STEPS:
         badge = page.evaluate(
             """(i) => { const b = window.jupyterapp.shell.currentWidget.content.widgets[i]
                 .node.querySelector('.nbflow-badge'); return b && b.textContent; }""",
-            index,
+            step_cell(page, step),
         )
         assert badge is not None and step in badge and "done" in badge, (step, badge)
 
     # the side panel shows the same statuses
     page.click(".jp-SideBar.jp-mod-right .lm-TabBar-tab[title*='nbflow']")
     page.wait_for_selector(f"{PANEL} .nbflow-dag[data-rendered='true'] g.node")
-    wait_statuses(page, panel_statuses, {s: "done" for s in STEP_CELLS})
+    wait_statuses(page, panel_statuses, dict.fromkeys(STEPS, "done"))
 
     # clicking a node in the panel scrolls to (and activates) its cell
-    scroll_to(page, FILLERS)
+    scroll_to(page, last)
     page.click(f"{PANEL} g.node[data-step='clean']")
+    clean = step_cell(page, "clean")
     page.wait_for_function(
-        "() => window.jupyterapp.shell.currentWidget.content.activeCellIndex === 2"
+        f"() => window.jupyterapp.shell.currentWidget.content.activeCellIndex === {clean}"
     )
     page.wait_for_selector(f"{PANEL} .nbflow-details[data-step='clean'] .nbflow-details-code")
 
     # badges survive scrolling a windowed notebook (cells leave and re-enter the DOM)
-    scroll_to(page, 5 + FILLERS)
+    scroll_to(page, last)
     scroll_to(page, 0)
-    wait_statuses(page, badge_statuses, {s: "done" for s in STEP_CELLS})
+    wait_statuses(page, badge_statuses, dict.fromkeys(STEPS, "done"))
 
     # a fresh kernel: every step is served from the store -> `cached (saved ...)`
     restart_kernel(page, lab)
     run_all(page)
-    wait_idle(page, lab)
+    wait_idle(page, lab, timeout=90)
     scroll_to(page, 0)
-    wait_statuses(page, badge_statuses, {s: "cached" for s in STEP_CELLS})
-    features_badge = page.locator(".jp-Notebook .nbflow-badge[data-step='features']").inner_text()
-    assert "cached" in features_badge and "(saved" in features_badge, features_badge
-    wait_statuses(page, panel_statuses, {s: "cached" for s in STEP_CELLS})
+    wait_statuses(page, badge_statuses, dict.fromkeys(STEPS, "cached"))
+    assert "cached" in badge_text(page, "clean") and "(saved" in badge_text(page, "clean")
+    wait_statuses(page, panel_statuses, dict.fromkeys(STEPS, "cached"))
 
     # edit a cell and run it: its descendants turn stale and their outputs are dimmed
-    set_source(page, 2, "@flow.step\ndef clean(load):\n    return [x for x in load if x % 3 == 0]\n"
-               "print('clean: thirds')")
-    run_cell(page, 2)
+    set_source(page, clean, source_of(page, clean).replace("units >= min_units", "units > min_units"))
+    run_cell(page, clean)
     wait_idle(page, lab)
     scroll_to(page, 0)
-    wait_statuses(page, badge_statuses, {"load": "cached", "features": "stale", "report": "stale"})
-    assert output_opacity(page, 3) < 0.6 and output_opacity(page, 4) < 0.6
-    assert output_opacity(page, 1) == 1.0
-    wait_statuses(page, panel_statuses, {"features": "stale", "report": "stale"})
+    descendants = ("monthly", "chart", "top_products", "report")
+    wait_statuses(page, badge_statuses, {"load": "cached", "clean": "done",
+                                         **dict.fromkeys(descendants, "stale")})
+    for step in ("monthly", "chart", "report"):  # (the function-step cell has no output)
+        assert output_opacity(page, step_cell(page, step)) < 0.6, step
+    assert output_opacity(page, step_cell(page, "load")) == 1.0
+    wait_statuses(page, panel_statuses, dict.fromkeys(descendants, "stale"))
+    scroll_to(page, clean)
+    screenshot(page, "lab_stale_dimmed.png")
 
     # "Run all stale steps" from the notebook toolbar brings them back
     page.click(".nbflow-run-stale button, .nbflow-run-stale")
-    wait_statuses(page, badge_statuses, {s: {"done", "cached"} for s in STEP_CELLS})
-    assert output_opacity(page, 3) == 1.0
-    wait_statuses(page, panel_statuses, {s: {"done", "cached"} for s in STEP_CELLS})
+    wait_statuses(page, badge_statuses, dict.fromkeys(STEPS, {"done", "cached"}), timeout=60)
+    assert output_opacity(page, step_cell(page, "monthly")) == 1.0
+    wait_statuses(page, panel_statuses, dict.fromkeys(STEPS, {"done", "cached"}))
     assert badge_statuses(page) == panel_statuses(page)
 
     # the cell context menu offers the step commands
@@ -149,15 +141,19 @@ def test_badges_panel_and_commands(page: Any, lab: Any) -> None:
     page.keyboard.press("Escape")
 
     # the keyboard shortcut for "Run all stale steps"
-    set_source(page, 3, "@flow.step\ndef features(clean):\n    return [x * 100 for x in clean]\n"
-               "print('features: x100')")
-    run_cell(page, 3)
-    wait_statuses(page, badge_statuses, {"report": "stale"})
-    page.click(".jp-Notebook .jp-Cell:nth-child(6) .jp-InputPrompt")
+    wait_idle(page, lab)
+    monthly = step_cell(page, "monthly")
+    set_source(page, monthly, source_of(page, monthly).replace('"%Y-%m"', '"%Y/%m"'))
+    run_cell(page, monthly)
+    wait_idle(page, lab)
+    scroll_to(page, 0)
+    wait_statuses(page, badge_statuses, {"monthly": "done", "chart": "stale"})
+    page.click(".jp-Notebook .nbflow-badge[data-step='load']")
     page.keyboard.press("Control+Shift+Enter")
-    wait_statuses(page, badge_statuses, {s: {"done", "cached"} for s in STEP_CELLS})
+    wait_statuses(page, badge_statuses, dict.fromkeys(STEPS, {"done", "cached"}), timeout=60)
     wait_idle(page, lab)
 
+    scroll_to(page, clean)
     screenshot(page, "lab_badges_panel.png")
 
     # reload the page: the badges come back from the kernel
@@ -165,9 +161,10 @@ def test_badges_panel_and_commands(page: Any, lab: Any) -> None:
     page.reload()
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
     page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget")
+    scroll_to(page, 0)
     wait_statuses(page, badge_statuses, before)
 
-    # badges and panels never write to the notebook file
+    # badges and the panel never write to the notebook file
     page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
     page.wait_for_timeout(500)
     saved = json.loads(path.read_text())

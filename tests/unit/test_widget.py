@@ -113,6 +113,26 @@ def test_dot_and_statuses_follow_real_runs(store_dir: Path) -> None:
     assert all(i["status"] == "cached" and "saved" in i for i in w2.statuses.values())
 
 
+def test_done_means_computed_in_this_session(store_dir: Path) -> None:
+    flow = make_flow(store_dir)
+    w = DagWidget(flow)  # watching from the start, as after %load_ext nbflow
+    flow.run()
+    flow.run()  # the engine reports every step cached: its entries are in the store
+    w.flush()
+    assert {s: i["status"] for s, i in w.statuses.items()} == dict.fromkeys(w.nodes, "done")
+    assert all("saved" not in i for i in w.statuses.values())
+    # a widget shown later on the same flow agrees
+    assert show(flow).statuses == w.statuses or {
+        s: i["status"] for s, i in show(flow).statuses.items()
+    } == dict.fromkeys(w.nodes, "done")
+    # another session (a fresh kernel) on the same store: served from the store, not computed
+    other = make_flow(store_dir)
+    w2 = DagWidget(other)
+    other.run()
+    w2.flush()
+    assert {s: i["status"] for s, i in w2.statuses.items()} == dict.fromkeys(w2.nodes, "cached")
+
+
 def test_an_edit_turns_descendants_stale_and_a_new_step_relayouts(store_dir: Path) -> None:
     flow = make_flow(store_dir)
     flow.run()
