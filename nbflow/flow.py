@@ -275,14 +275,14 @@ class Flow(ScriptMixin, ImperativeMixin, ProcessGraphMixin, BatchMixin):
             st = self._states.get(name, StepState())
             key = keys_now.get(name)
             status = st.status
+            manifest = self.store.get(key, quiet=True) if key else None  # one lookup per step
             if status not in ("running", "queued", "failed"):
-                if key is not None and self.store.get(key, quiet=True) is not None:
+                if manifest is not None:
                     status = "done" if st.status == "done" and st.key == key else "cached"
                 else:
                     status = "stale"
             elif status == "failed" and key is not None and st.key != key:
                 status = "stale"
-            manifest = self.store.get(key, quiet=True) if key else None
             out[name] = StepStatus(
                 name, status,
                 st.duration if st.duration is not None else (manifest.duration if manifest else None),
