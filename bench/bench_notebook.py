@@ -144,7 +144,7 @@ def magic_time(shell: InteractiveShell, session: Any, clock: IOClock, body_line:
     return total, clock.seconds
 
 
-def bench_cells(steps: int, repeat: int, comm: bool = True) -> dict[str, float]:
+def bench_cells(steps: int, repeat: int, comm: bool = True, first_runs: int = 30) -> dict[str, float]:
     """A notebook of ``steps`` chained step cells; the measured cell is the middle one, so it
     has ``steps // 2`` ancestors whose keys the engine checks on every run (``make``)."""
     work = Path(tempfile.mkdtemp(prefix="nbflow-bench-nb-"))
@@ -169,7 +169,7 @@ def bench_cells(steps: int, repeat: int, comm: bool = True) -> dict[str, float]:
         io_.append(io_s)
     # a hit the first time a fresh kernel sees the cell (restart + run all): nothing memoized
     first_own, first_io = [], []
-    for _ in range(max(repeat // 5, 20)):
+    for _ in range(first_runs):
         shell, session, clock = setup_shell(work, comm)
         parse.clear_memo()  # a new kernel: nothing in memory (the store's records remain)
         for c in cells[: len(cells) // 2]:
@@ -253,8 +253,8 @@ def main(argv: list[str] | None = None) -> int:
            bench_cells(args.typical, args.repeat, comm=True))
     report("1b. the same without the comm (core + adapter only)",
            bench_cells(args.typical, args.repeat, comm=False))
-    deep = bench_cells(args.steps, max(args.repeat // 5, 30), comm=True)
-    report(f"1c. worst case: middle cell of a {args.steps}-step chain, comm attached", deep)
+    deep = bench_cells(args.steps, max(args.repeat // 10, 20), comm=False, first_runs=5)
+    report(f"1c. worst case: middle cell of a {args.steps}-step chain, no comm", deep)
     per = (deep["hit_own"]) / deep["ancestors"]
     line("  => per ancestor whose key is checked", f"{per * 1e6:.1f} us")
     s = bench_status(args.steps)
