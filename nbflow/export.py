@@ -165,7 +165,7 @@ class _Exporter:
             if cell.cell_type != "code" or not source.strip():
                 continue
             tags = set(cell.get("metadata", {}).get("tags", []) or [])
-            if source.lstrip().startswith("%%step"):
+            if re.match(r"%%step(\s|$)", source.lstrip()):
                 self.read_step(i, source.lstrip())
             elif "parameters" in tags or "injected-parameters" in tags:
                 self.read_parameters(i, source, injected="injected-parameters" in tags)
