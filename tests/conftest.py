@@ -11,7 +11,6 @@ import pytest
 _KEY_DIR = tempfile.mkdtemp(prefix="nbflow-test-key-")
 os.environ["NBFLOW_KEY_FILE"] = str(Path(_KEY_DIR) / "hmac.key")
 # kernels and subprocesses started by tests inherit the same key, so they share test stores
-os.environ.setdefault("PYTHONHASHSEED", "0")
 
 
 @pytest.fixture
