@@ -412,6 +412,11 @@ class Session:
             return self.flow.run(*targets, force=force, raise_on_failure=False)
         except GraphError as e:
             raise UsageError(str(e)) from None
+        except KeyboardInterrupt as e:  # one line, not the engine's frames
+            rendered = [f"KeyboardInterrupt: step '{self._running}' was interrupted; nothing of "
+                        "it was stored, earlier steps stay cached"]
+            e._render_traceback_ = lambda: rendered  # type: ignore[attr-defined]
+            raise
         finally:
             self.cell_target, self._why = saved
 

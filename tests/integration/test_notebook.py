@@ -288,3 +288,33 @@ def _status_rows(cell: Any) -> dict[str, str]:
         if len(parts) >= 2:
             rows[parts[0]] = parts[1]
     return rows
+
+
+def test_interrupting_a_step_is_one_line_and_nothing_is_stored(notebook_dir: Path) -> None:
+    import os
+    import signal
+    import threading
+    import time
+
+    from nbclient.exceptions import CellExecutionError
+
+    cells = ["%load_ext nbflow", "%%step fast\nx = 1",
+             "%%step slow\nimport time\nfor _ in range(600):\n    time.sleep(0.05)\ny = x + 1",
+             "%flow status"]
+    path = write_notebook(notebook_dir / "interrupt.ipynb", cells)
+    with LiveKernel(path) as k:
+        k.run(0)
+        k.run(1)
+        pid = k.client.km.provisioner.process.pid  # what Jupyter's interrupt button does: SIGINT
+        timer = threading.Timer(1.5, os.kill, (pid, signal.SIGINT))
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(CellExecutionError):
+            k.run(2)
+        assert time.monotonic() - started < 20
+        (err,) = errors_of(k.nb.cells[2])
+        assert err["ename"] == "KeyboardInterrupt"
+        assert err["traceback"] == ["KeyboardInterrupt: step 'slow' was interrupted; nothing of it "
+                                    "was stored, earlier steps stay cached"]
+        status = _status_rows(k.run(3))
+        assert status["fast"] in ("done", "cached") and status["slow"] in ("failed", "stale")
