@@ -53,7 +53,7 @@ def page(browser: Any, lab: Lab) -> Iterator[Any]:
     pg = context.new_page()
     console = Console()
     pg.on("console", lambda m: console.messages.append(f"{m.type}: {m.text}"))
-    pg.on("pageerror", lambda e: console.errors.append(str(e)))
+    pg.on("pageerror", lambda e: console.errors.append(f"{e}\n{e.stack}"))
     pg.console = console  # type: ignore[attr-defined]
     pg.set_default_timeout(30_000)
     yield pg

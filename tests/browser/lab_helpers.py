@@ -129,6 +129,7 @@ def start_lab(windowing: str = "full") -> Iterator[Lab]:
                 "--LabApp.news_url=None",
                 "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
                 "--LabApp.expose_app_in_browser=True",
+                "--JupyterNotebookApp.expose_app_in_browser=True",
             ],
             cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
