@@ -184,6 +184,7 @@ class FlowComm:
     def _command(self, msg: dict[str, Any]) -> None:
         result = run_command(self.flow, msg)
         self.refresh()
+        self._batcher.flush()  # the statuses arrive before the result
         self._broadcast(result)
 
     def _export(self, notebook: str) -> dict[str, Any]:
