@@ -29,10 +29,12 @@ import re
 import secrets
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
+from ..errors import NbflowWarning
 from ..hashing import digest_parts
 from .backend import TMP_PREFIX, FileInfo
 
@@ -84,7 +86,14 @@ class LocalCache:
         self._size: int | None = None  # estimate; None until measured
         self._added_since_scan = 0
         if max_size > 0:
-            os.makedirs(root, mode=0o700, exist_ok=True)
+            try:
+                os.makedirs(root, mode=0o700, exist_ok=True)
+            except OSError as e:  # remote reads still work, uncached
+                self.max_size = 0
+                warnings.warn(f"nbflow: the local cache {root} cannot be used ({e}); remote "
+                              "reads are not cached (set cache_dir= or $NBFLOW_CACHE_DIR)",
+                              NbflowWarning, stacklevel=3)
+                return
             with contextlib.suppress(OSError):
                 os.chmod(root, 0o700)
 
@@ -100,7 +109,7 @@ class LocalCache:
             return None
         try:
             return os.stat(self.path(rel))
-        except FileNotFoundError:
+        except OSError:
             return None
 
     def hit(self, rel: str) -> str | None:
@@ -110,7 +119,7 @@ class LocalCache:
         full = self.path(rel)
         try:
             os.utime(full)
-        except FileNotFoundError:
+        except OSError:
             return None
         return full
 
@@ -152,7 +161,7 @@ class LocalCache:
 
     def drop(self, rel: str) -> None:
         if self.enabled:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 os.unlink(self.path(rel))
 
     def _added(self, size: int) -> None:
@@ -268,6 +277,7 @@ class FsspecBackend:
         )
         self.cache = LocalCache(cache_root, size)
         self._confirmed: dict[str, float] = {}  # manifest path -> monotonic time last confirmed
+        self._fallback: dict[str, bytes] = {}  # manifests held in memory when the cache fails
         self._made: set[str] = set()
         self._lock = threading.Lock()
         if not self.object_store:
@@ -294,28 +304,35 @@ class FsspecBackend:
         if path.startswith("blobs/"):
             local = self._cached_blob(path)
             if local is not None:
-                with open(local, "rb") as f:
-                    return f.read()
+                with contextlib.suppress(OSError), open(local, "rb") as f:
+                    return f.read()  # else evicted meanwhile by another process: read remote
             return self.fs.cat_file(self._full(path))
         if path.startswith("manifests/"):
             if self.signature(path) is None:
                 raise FileNotFoundError(path)
             local = self.cache.path(path) if self.cache.enabled else None
             if local is not None:
-                with contextlib.suppress(FileNotFoundError), open(local, "rb") as f:
+                with contextlib.suppress(OSError), open(local, "rb") as f:
                     return f.read()
+            fallback = self._fallback.get(path)
+            if fallback is not None:
+                return fallback
         return self.fs.cat_file(self._full(path))
 
     def map(self, path: str) -> memoryview:
         """A memory map of the locally cached copy (downloaded first if needed)."""
         local = self._cached_blob(path)
-        if local is None:  # too large for the cache, or the cache is off: a plain read
-            return memoryview(self.fs.cat_file(self._full(path)))
-        with open(local, "rb") as f:
-            if os.fstat(f.fileno()).st_size == 0:
-                return memoryview(b"")
-            m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        return memoryview(m)
+        if local is not None:
+            try:
+                with open(local, "rb") as f:
+                    if os.fstat(f.fileno()).st_size == 0:
+                        return memoryview(b"")
+                    m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                return memoryview(m)
+            except OSError:  # evicted meanwhile by another process
+                pass
+        # too large for the cache, the cache is off or failing: a plain read
+        return memoryview(self.fs.cat_file(self._full(path)))
 
     def _cached_blob(self, path: str) -> str | None:
         """The local copy of an immutable blob, downloading it when it fits the cache."""
@@ -329,16 +346,21 @@ class FsspecBackend:
             raise FileNotFoundError(path)
         if not self.cache.fits(size):
             return None
-        tmp = self.cache.tmp_path(path)
+        tmp = ""
         try:
+            tmp = self.cache.tmp_path(path)
             self.fs.get_file(self._full(path), tmp)
             with contextlib.suppress(OSError):
                 os.chmod(tmp, 0o600)
             return self.cache.adopt(path, tmp, os.path.getsize(tmp))
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        except FileNotFoundError:
             raise
+        except OSError:  # the local cache is unusable (full, read-only): read around it
+            return None
+        finally:
+            if tmp:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
 
     def exists(self, path: str) -> bool:
         if path.startswith("manifests/"):
@@ -387,13 +409,21 @@ class FsspecBackend:
         except FileNotFoundError:
             self.cache.drop(path)
             self._confirmed.pop(path, None)
+            self._fallback.pop(path, None)
             return None
         if st is not None:
             with contextlib.suppress(OSError), open(self.cache.path(path), "rb") as f:
                 if f.read() == remote:
                     self._confirmed[path] = now  # unchanged: keep the signature (and the memo)
                     return (st.st_mtime_ns, st.st_size)
-        self.cache.put(path, [remote])
+        try:
+            self.cache.put(path, [remote])
+        except OSError:  # the local cache is unusable (full, read-only): keep it in memory
+            with contextlib.suppress(OSError):
+                self.cache.drop(path)
+            self._fallback[path] = remote
+            return (int(digest_parts([remote])[:15], 16), len(remote))
+        self._fallback.pop(path, None)
         self._confirmed[path] = now
         st = self.cache.stat(path)
         return (st.st_mtime_ns, st.st_size) if st is not None else None
@@ -411,8 +441,13 @@ class FsspecBackend:
         else:
             self._write_then_move(full, parts)
         if path.startswith("manifests/") and self.cache.enabled:
-            self.cache.put(path, parts)
-            self._confirmed[path] = time.monotonic()
+            try:
+                self.cache.put(path, parts)
+                self._confirmed[path] = time.monotonic()
+            except OSError:  # never serve an older local copy of what was just replaced
+                self._confirmed.pop(path, None)
+                with contextlib.suppress(OSError):
+                    self.cache.drop(path)
         elif path.startswith("blobs/") and self.cache.fits(total):
             with contextlib.suppress(OSError):  # the cache is an optimisation only
                 self.cache.put(path, parts)
@@ -450,6 +485,7 @@ class FsspecBackend:
     def remove(self, path: str) -> None:
         self.cache.drop(path)
         self._confirmed.pop(path, None)
+        self._fallback.pop(path, None)
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self._full(path))
 

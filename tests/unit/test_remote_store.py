@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import uuid
 from pathlib import Path
 
@@ -266,3 +267,29 @@ def test_parse_size(text, expected) -> None:
 def test_parse_size_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="is not a size"):
         parse_size("lots", 0)
+
+
+def test_an_unusable_local_cache_is_read_around(tmp_path: Path) -> None:
+    remote = tmp_path / "remote"
+    writer = Store(file_backend(remote, tmp_path / "w"))
+    writer.put(KEY, {"a": encode(np.arange(30_000)), "b": encode("small")})
+
+    not_a_dir = tmp_path / "cache-file"
+    not_a_dir.write_text("a file where the cache directory should be")
+    with pytest.warns(NbflowWarning, match="cannot be used"):
+        backend = file_backend(remote, not_a_dir)
+    reader = Store(backend)
+    manifest = reader.get(KEY)
+    assert manifest is not None and reader.load_outputs(manifest) is not None
+
+    # a cache that breaks after it was set up (disk full, removed): reads and writes go on
+    broken = file_backend(remote, tmp_path / "c")
+    store = Store(broken)
+    shutil.rmtree(broken.cache.root)
+    Path(broken.cache.root).write_text("now a file")
+    manifest = store.get(KEY)
+    assert manifest is not None
+    values = store.load_outputs(manifest)
+    assert values is not None and values["b"] == "small" and int(values["a"][-1]) == 29_999
+    store.put(KEY2, {"v": encode(2)})
+    assert store.get(KEY2) is not None and Store(file_backend(remote, tmp_path / "d")).has(KEY2)
