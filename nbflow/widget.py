@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import sys
 import threading
 import time
 import weakref
@@ -28,6 +29,7 @@ import graphviz
 import ipywidgets
 import traitlets
 
+from .errors import NbflowError
 from .protocol import (
     PROTOCOL_VERSION,
     STATUSES,
@@ -738,11 +740,17 @@ _shown: dict[int, DagWidget] = {}
 _shown_lock = threading.Lock()
 
 
-def show(flow: Any, *, height: str = "") -> DagWidget:
+def show(flow: Any = None, *, height: str = "") -> DagWidget:
     """The live DAG widget of ``flow`` (one per flow: showing it again adds another view).
 
-    Jupyter displays it when it is a cell's last expression, or pass it to ``display()``.
+    Without ``flow``, the notebook's live flow (``%load_ext nbflow``). Jupyter displays the
+    widget when it is a cell's last expression, or pass it to ``display()``.
     """
+    if flow is None:
+        notebook = sys.modules.get("nbflow.notebook")  # loaded by %load_ext; never imported here
+        flow = notebook.live_flow() if notebook is not None else None
+        if flow is None:
+            raise NbflowError("show() needs a flow: pass one, or run %load_ext nbflow first")
     with _shown_lock:
         widget = _shown.get(id(flow))
         if widget is None or widget.flow is not flow or widget.comm is None:

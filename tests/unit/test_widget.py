@@ -260,6 +260,9 @@ def test_show_returns_one_widget_per_flow(store_dir: Path) -> None:
     a.close()
     b = show(flow)
     assert b is not a and b.comm is not None
+    if "nbflow.notebook" not in sys.modules:
+        with pytest.raises(nbflow.NbflowError, match="%load_ext nbflow"):
+            show()
 
 
 def weird_graph() -> Graph:
@@ -319,61 +322,65 @@ def test_status_table_of_cached_steps_shows_time_saved(store_dir: Path) -> None:
     assert "◆ cached" in rows["doubled"]
 
 
-NOTEBOOK = [
-    "import nbflow\nfrom nbflow.widget import show\nflow = nbflow.Flow('nb', store={store!r})",
-    "@flow.step\ndef load():\n    return list(range(5))",
-    "@flow.step\ndef clean(load):\n    return [x for x in load if x % 2]",
-    "@flow.step(outputs=('total', 'n'))\ndef report(clean, load):\n    return sum(clean), len(load)",
-    "flow.run();",
-    "show(flow)",
-]
+EXAMPLES = Path(__file__).resolve().parents[2] / "example_notebooks"
 
 
-def execute(path: Path, cwd: Path) -> Any:
+def execute(path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Run the notebook in a fresh kernel in its folder, named as a Jupyter server names it."""
     from nbclient import NotebookClient
 
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))
     nb = nbformat.read(str(path), as_version=4)
     client = NotebookClient(
-        nb, timeout=120, kernel_name="python3", store_widget_state=True,
-        resources={"metadata": {"path": str(cwd)}},
+        nb, timeout=180, kernel_name="python3", store_widget_state=True,
+        resources={"metadata": {"path": str(path.parent)}},
     )
     client.execute()
     return nb
 
 
-def test_saved_widget_state_of_a_notebook_run_by_nbclient(tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(c.format(store=str(store))) for c in NOTEBOOK]
-    path = tmp_path / "dag.ipynb"
-    nbformat.write(nb, str(path))
-
-    def dag_state(executed: Any) -> dict[str, Any]:
-        state = executed.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
-        dags = [m["state"] for m in state.values() if m["model_name"] == "DagModel"]
-        assert len(dags) == 1
-        assert state and all(m["model_module"] in ("nbflow", "@jupyter-widgets/base",
-                                                   "@jupyter-widgets/controls") for m in state.values())
-        return dict(dags[0])
-
-    first = execute(path, tmp_path)
-    dag = dag_state(first)
-    assert dag["flow_name"] == "nb" and dag["nodes"] == ["load", "clean", "report"]
-    assert dot_edges(dag["dot"], dag["nodes"]) == {
-        ("load", "clean", "load"), ("clean", "report", "clean"), ("load", "report", "load")
+def dag_state(executed: Any) -> dict[str, Any]:
+    state = executed.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    dags = [m["state"] for m in state.values() if m["model_name"] == "DagModel"]
+    assert len(dags) == 1
+    assert {m["model_module"] for m in state.values()} <= {
+        "nbflow", "@jupyter-widgets/base", "@jupyter-widgets/controls"
     }
-    assert {s: i["status"] for s, i in dag["statuses"].items()} == dict.fromkeys(dag["nodes"], "done")
-    outputs = first.cells[-1].outputs[0]["data"]
-    assert "application/vnd.jupyter.widget-view+json" in outputs
-    assert outputs["text/plain"].startswith("flow 'nb': 3 steps")
-    if shutil.which("dot"):
-        assert "image/svg+xml" in outputs
+    return dict(dags[0])
 
-    # a fresh kernel on the same store: the saved state shows every step cached
-    second = execute(path, tmp_path)
+
+def test_saved_widget_state_of_the_example_notebook_run_by_nbclient(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real example notebook with ``%flow show`` at the end, run twice in fresh kernels."""
+    shutil.copytree(EXAMPLES / "data", tmp_path / "data")
+    nb = nbformat.read(str(EXAMPLES / "sales_analysis.ipynb"), as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("%flow show"))
+    path = tmp_path / "sales_analysis.ipynb"
+    nbformat.write(nb, str(path))
+    steps = ["load", "clean", "monthly", "chart", "top_products", "report"]
+
+    first = execute(path, monkeypatch)
+    dag = dag_state(first)
+    assert dag["flow_name"] == "sales_analysis" and sorted(dag["nodes"]) == sorted(steps)
+    assert dot_edges(dag["dot"], dag["nodes"]) == {
+        ("load", "clean", "sales"), ("clean", "monthly", "orders"),
+        ("monthly", "chart", "by_month"), ("clean", "top_products", "orders"),
+        ("top_products", "report", "top_products"),
+    }
+    assert {s: i["status"] for s, i in dag["statuses"].items()} == dict.fromkeys(steps, "done")
+    assert all(i["duration"] is not None for i in dag["statuses"].values())
+    assert dag["statuses"]["clean"]["sizes"]["orders"] > 0
+    # no front end: the output also carries the text table (and an SVG where dot exists)
+    data = first.cells[-1].outputs[0]["data"]
+    assert "application/vnd.jupyter.widget-view+json" in data
+    assert data["text/plain"].startswith("flow 'sales_analysis': 6 steps")
+    assert ("image/svg+xml" in data) == bool(shutil.which("dot"))
+
+    # a fresh kernel on the same store: the saved state shows every step cached, time saved
+    second = execute(path, monkeypatch)
     dag = dag_state(second)
-    assert {s: i["status"] for s, i in dag["statuses"].items()} == dict.fromkeys(dag["nodes"], "cached")
+    assert {s: i["status"] for s, i in dag["statuses"].items()} == dict.fromkeys(steps, "cached")
     assert all(i["saved"] is not None for i in dag["statuses"].values())
 
 
