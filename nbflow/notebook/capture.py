@@ -7,7 +7,7 @@ Recorded outputs are nbformat-shaped dicts (``stream`` / ``display_data``), kept
 entry's manifest (JSON) and published again, in order, when the step is served from the cache.
 
 Limits: output written straight to file descriptor 1/2 by C code is shown but not recorded;
-widget views are not replayed (their models die with the kernel; the text fallback is kept);
+widgets (e.g. notebook progress bars) are not replayed — their models die with the kernel;
 ``update_display`` calls are not recorded; past :data:`MAX_BYTES` recording stops (noted).
 """
 
@@ -74,10 +74,9 @@ class Capture:
             self.outputs.append({"output_type": "stream", "name": name, "text": text})
 
     def add_display(self, data: Mapping[str, Any], metadata: Mapping[str, Any] | None) -> None:
-        data = {k: v for k, v in data.items() if k != WIDGET_VIEW}
         metadata = dict(metadata or {})
-        if not data or NBFLOW_META in metadata:
-            return
+        if not data or WIDGET_VIEW in data or NBFLOW_META in metadata:
+            return  # a widget's model dies with the kernel; its text fallback is its repr
         size = sum(len(v) if isinstance(v, str) else 64 for v in data.values())
         if self._room(size):
             self.outputs.append(
