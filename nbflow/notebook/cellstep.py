@@ -148,6 +148,12 @@ class CellAction:
             )
         return out
 
+    def packages(self) -> dict[str, str]:
+        """Versions of the packages the cell imports or reads (for the entry's record)."""
+        ns = self.session.shell.user_ns
+        names = [*self.external_names, *import_names(self.spec.compiled.analysis.imports)]
+        return keys.packages_of([ns[n] for n in dict.fromkeys(names) if n in ns])
+
     # -- running --------------------------------------------------------------------------------
     def __call__(self, values: dict[str, Any]) -> StepOutput:
         s = self.session
@@ -313,6 +319,18 @@ def trim_traceback(tb: types.TracebackType | None) -> types.TracebackType | None
     return tb
 
 
+def import_names(statements: tuple[str, ...]) -> list[str]:
+    """Names bound by ``import`` statements (``import a.b`` binds ``a``)."""
+    import ast
+
+    names: list[str] = []
+    for statement in statements:
+        for node in ast.parse(statement).body:
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names += [a.asname or a.name.partition(".")[0] for a in node.names]
+    return names
+
+
 def cell_step(spec: CellSpec, action: CellAction, inputs: tuple[str, ...],
               params: dict[str, Any]) -> Step:
     return Step(
@@ -329,7 +347,8 @@ def cell_step(spec: CellSpec, action: CellAction, inputs: tuple[str, ...],
         foreach=spec.args.foreach,
         kind="cell",
         # runs in this kernel's namespace: a parallel or Dask executor must not ship it
-        meta={"cell_id": spec.cell_id, "cell_source": spec.raw, "placement": "local"},
+        meta={"cell_id": spec.cell_id, "cell_source": spec.raw, "placement": "local",
+              "packages": action.packages},
     )
 
 

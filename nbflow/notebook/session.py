@@ -72,7 +72,11 @@ def _unchanged(old: Step, new: Step) -> bool:
     return (a.spec.args, a.spec.raw, a.spec.code, a.spec.outputs, a.spec.cell_id,
             a.external_names, a.spec.compiled is b.spec.compiled) == (
         b.spec.args, b.spec.raw, b.spec.code, b.spec.outputs, b.spec.cell_id,
-        b.external_names, True) and _same_step(old, new) and old.meta == new.meta
+        b.external_names, True) and _same_step(old, new) and _meta(old) == _meta(new)
+
+
+def _meta(step: Step) -> dict[str, Any]:
+    return {k: v for k, v in step.meta.items() if k != "packages"}  # a bound method
 
 
 def _params_equal(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
