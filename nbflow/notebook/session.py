@@ -318,8 +318,10 @@ class Session:
 
         try:
             previous = self.cell_steps.get(cell_id) if cell_id else None
-            if previous and previous != name and previous in graph.steps:
-                # the cell now defines another step (renamed): the old one goes
+            if previous and previous != name and previous in self.cells:
+                # a %%step cell now defines another step (renamed, or turned into a function
+                # step): the old one goes. A cell may define several function steps, so those
+                # are never dropped this way.
                 remember(previous)
                 self.flow.remove(previous)
                 self.cells.pop(previous, None)
@@ -356,7 +358,10 @@ class Session:
             self._rollback(snapshot)
             raise
         if cell_id:
-            self.cell_steps[cell_id] = name
+            if cell is not None:
+                self.cell_steps[cell_id] = name
+            elif self.cell_steps.get(cell_id) not in self.cells:
+                self.cell_steps.pop(cell_id, None)
 
     def _refresh_readers(self, names: set[str], exclude: str,
                          remember: Callable[[str], None]) -> None:

@@ -279,6 +279,13 @@ def test_editing_a_cell_in_a_live_kernel_marks_descendants_stale(notebook_dir: P
         assert read_log(log)[-1] == "c"
         again = k.run(2)  # unchanged: served from the cache, nothing stale
         assert is_cached(again)
+        # one cell defining two function steps, run twice: both stay (ids name cells, not steps)
+        two = ("import nbflow\n@nbflow.step\ndef double(x):\n    return x * 2\n"
+               "@nbflow.step\ndef triple(x):\n    return x * 3")
+        k.run(5, two)
+        k.run(5, two)
+        report = k.run(4, "%%step c_final\nmark('c')\nz = y * 2\nprint('Z', z, double + triple)")
+        assert "Z 12 25" in text_of(report)
 
 
 def _status_rows(cell: Any) -> dict[str, str]:

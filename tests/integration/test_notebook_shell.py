@@ -370,3 +370,14 @@ def test_parsed_cells_are_remembered_in_signed_records(sh: Shell, tmp_path: Path
     parse.clear_memo()
     sh.ok("%%step calc\n" + body)  # the cached step still works after all that
     assert sh.ns["label"] == "4.0"
+
+
+def test_one_cell_may_define_several_function_steps(sh: Shell) -> None:
+    sh.ok("%%step base\nnumbers = [1, 2, 3]")
+    two = ("import nbflow\n@nbflow.step\ndef total(numbers):\n    return sum(numbers)\n"
+           "@nbflow.step\ndef count(numbers):\n    return len(numbers)")
+    sh.ok(two)
+    sh.ok(two)
+    sh.ok("%%step mean\naverage = total / count")
+    assert sh.ns["average"] == 2.0
+    assert {"total", "count"} <= set(current_session().flow.graph.steps)  # type: ignore[union-attr]
