@@ -94,6 +94,8 @@ _FLAG_OPTIONS = ("--no-cache", "--remote", "--help", "-h")
 
 
 def split_words(line: str, what: str) -> list[str]:
+    if not any(c in line for c in "'\"\\#"):
+        return line.split()  # what shlex would give, without its tokenizer
     try:
         return shlex.split(line)
     except ValueError as e:

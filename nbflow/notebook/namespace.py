@@ -199,10 +199,16 @@ class Namespace:
         """On a cache hit, the cell's ``import`` statements run again so its modules exist."""
         for statement in imports:
             try:
-                exec(compile(statement, f"<nbflow import of step {step}>", "exec"), self.ns)
+                code = _import_code.get(statement)
+                if code is None:
+                    code = _import_code[statement] = compile(statement, "<nbflow import>", "exec")
+                exec(code, self.ns)
             except Exception as e:
                 print(f"nbflow: step '{step}' is cached, but '{statement}' failed: "
                       f"{type(e).__name__}: {e}", file=sys.stderr)
+
+
+_import_code: dict[str, Any] = {}
 
 
 # -- mutation ---------------------------------------------------------------------------------------
