@@ -9,7 +9,8 @@ that builds a 500-step flow and shows its widget, then measures in the page:
   DOM), for the first view (which also loads the Graphviz chunk) and for later views;
 * status latency: from the event on the kernel's bus (``Event.time``) to the node's attribute
   change in the page and to the next painted frame; isolated updates, and every event of a real
-  run of all 500 steps.
+  run of all 500 steps. The ``nbflow`` comm (cell badges, side panel) is attached as
+  ``%load_ext nbflow`` does, so the kernel sends every status twice, as in real use.
 
 Prints each figure with its ratio to the target (1.5 s render, 50 ms update; ratio <= 1 meets it).
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -32,16 +34,20 @@ from lab_helpers import launch_chromium, open_notebook, run_cell, start_lab, wai
 RENDER_TARGET_MS = 1500.0
 UPDATE_TARGET_MS = 50.0
 
+# {pkg} is the package name as an expression: spelled "nb" + "flow" in the cold round, so that
+# the extension (which fetches Graphviz early for notebooks that mention the package) cannot
+# tell, and the first view pays for loading Graphviz
 BUILD = """\
-import json, random, time
-import nbflow
-from nbflow.events import Event
-from nbflow.graph import Step
-from nbflow.widget import show
+import importlib, json, random, time
+PKG = {pkg}
+nbflow = importlib.import_module(PKG)
+Event = importlib.import_module(PKG + ".events").Event
+Step = importlib.import_module(PKG + ".graph").Step
+show = importlib.import_module(PKG + ".widget").show
 
 N = {n}
 rng = random.Random(1)
-flow = nbflow.Flow("bench", store=".nbflow-bench-{tag}")
+flow = nbflow.Flow("bench", store=".store-bench-{tag}")
 
 def make(i):
     def action(values):
@@ -56,6 +62,9 @@ for i in range(N):
 len(flow.graph.edges())"""
 
 SHOW = "w = show(flow)\nw"
+# what %load_ext nbflow adds: the comm that feeds cell badges and the side panel (its status
+# traffic doubles the widget's)
+ATTACH = "importlib.import_module(PKG + '.notebook.comm').attach_comm(flow, get_ipython());"
 SHOW_AGAIN = "display(w)"
 ISOLATED = """\
 sent = []
@@ -129,6 +138,7 @@ def run(nodes: int, rounds: int) -> int:
     with start_lab(windowing="none") as lab, sync_playwright() as p:
         browser = launch_chromium(p)
         cold: list[float] = []
+        first: list[float] = []
         warm: list[float] = []
         layout: list[float] = []
         iso_dom: list[float] = []
@@ -140,9 +150,10 @@ def run(nodes: int, rounds: int) -> int:
             page = context.new_page()
             name = f"bench_{tag}_{r}.ipynb"
             rtag = f"{tag}-{r}"
+            pkg = '"nb" + "flow"' if r == 0 else '"nbflow"'
             lab.write_notebook(name, [
-                BUILD.format(n=nodes, tag=rtag), SHOW, SHOW_AGAIN,
-                ISOLATED.format(tag=rtag), REAL_RUN.format(tag=rtag),
+                BUILD.format(n=nodes, tag=rtag, pkg=pkg), SHOW, SHOW_AGAIN,
+                ISOLATED.format(tag=rtag), REAL_RUN.format(tag=rtag), ATTACH,
             ])
             open_notebook(page, lab, name)
             run_cell(page, 0)
@@ -151,7 +162,7 @@ def run(nodes: int, rounds: int) -> int:
             dag = page.locator(".jp-Notebook .nbflow-dag[data-paint-ms]").first
             dag.wait_for(timeout=120_000)
             assert dag.get_attribute("data-node-count") == str(nodes)
-            cold.append(float(dag.get_attribute("data-render-ms") or "nan"))
+            (cold if r == 0 else first).append(float(dag.get_attribute("data-render-ms") or "nan"))
             wait_idle(page, lab)
             run_cell(page, 2)
             second = page.locator(".jp-Notebook .nbflow-dag[data-paint-ms]").nth(1)
@@ -171,6 +182,8 @@ def run(nodes: int, rounds: int) -> int:
                 "() => document.querySelectorAll('.jp-Notebook .nbflow-dag').length === 1"
             )
 
+            run_cell(page, 5)
+            wait_idle(page, lab)
             page.evaluate(OBSERVE)
             run_cell(page, 3)
             wait_idle(page, lab, timeout=120)
@@ -195,11 +208,16 @@ def run(nodes: int, rounds: int) -> int:
         browser.close()
 
     version = "JupyterLab " + __import__("jupyterlab").__version__
-    print(f"nbflow DAG widget benchmark: {nodes} steps, {rounds} round(s), {version}, Chromium")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"nbflow DAG widget benchmark: {nodes} steps, {rounds} round(s), {version}, Chromium; "
+          f"{os.cpu_count()} CPUs, load average {load} (other work on the machine skews figures)")
     for label, values in (
-        ("render, first view (loads Graphviz WASM)", cold),
+        ("render, first view in a cold page (loads Graphviz)", cold),
+        ("render, first view (Graphviz fetched at open)", first),
         ("render, later views", warm),
     ):
+        if not values:
+            continue
         best = min(values)
         print(
             f"{label:<52} best {best:7.0f} ms   worst {max(values):7.0f} ms   "
@@ -210,7 +228,7 @@ def run(nodes: int, rounds: int) -> int:
     print(describe("status update, isolated: event -> painted frame", iso_paint, UPDATE_TARGET_MS))
     print(describe(f"status update, run of {nodes} steps: event -> DOM", run_dom, UPDATE_TARGET_MS))
     print(describe(f"status update, run of {nodes} steps: -> painted", run_paint, UPDATE_TARGET_MS))
-    worst_render = max(cold + warm)
+    worst_render = max(cold + first + warm)
     ok = ok and worst_render <= RENDER_TARGET_MS and percentile(iso_paint, 95) <= UPDATE_TARGET_MS
     print("targets met" if ok else "TARGETS MISSED")
     return 0 if ok else 1
@@ -219,7 +237,7 @@ def run(nodes: int, rounds: int) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=500)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="round 1 is a cold page")
     args = parser.parse_args()
     return run(args.nodes, args.rounds)
 

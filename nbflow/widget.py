@@ -465,7 +465,7 @@ class Batcher:
     hundreds of steps then stays far below the server's IOPub rate limits."""
 
     def __init__(
-        self, send: Callable[[dict[str, StatusInfo]], None], interval: float = 0.025
+        self, send: Callable[[dict[str, StatusInfo]], None], interval: float = 0.02
     ) -> None:
         self._send = send
         self._lock = threading.Lock()
@@ -618,6 +618,7 @@ class DagWidget(ipywidgets.DOMWidget):
     height = traitlets.Unicode("").tag(sync=True)  # CSS height of the graph area; "" = automatic
 
     FULL_SYNC_INTERVAL = 0.5  # seconds between full ``statuses`` syncs
+    BUSY_SYNC_INTERVAL = 5.0  # ... while steps are running
 
     def __init__(self, flow: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -625,6 +626,7 @@ class DagWidget(ipywidgets.DOMWidget):
         self._main = MainThread()
         self._batcher = Batcher(lambda updates: self.send(status_message(updates)))
         self._full_sync = Throttle(self._sync_statuses, self.FULL_SYNC_INTERVAL)
+        self._busy_sync = Throttle(self._sync_statuses, self.BUSY_SYNC_INTERVAL)
         self._was_busy = False
         self._mirror = FlowMirror(flow, self._on_status, self._push_graph, with_source=False)
         with self.hold_sync():
@@ -646,11 +648,12 @@ class DagWidget(ipywidgets.DOMWidget):
 
     def _on_status(self, updates: dict[str, StatusInfo]) -> None:
         # deltas go out batched; the full dict (what a view created later, a reloaded page or
-        # the saved widget state sees) is synced at most twice a second, and at once when a
-        # run ends so that it is current before the cell finishes
+        # the saved widget state sees) is synced at most twice a second, every few seconds
+        # while steps run (a view that appears mid-run asks for it), and at once when a run
+        # ends, so that it is current before the cell finishes
         self._batcher.add(updates)
-        self._full_sync.poke()
         busy = bool(self._mirror.busy)
+        (self._busy_sync if busy else self._full_sync).poke()
         if self._was_busy and not busy:
             self.flush()
         self._was_busy = busy
@@ -675,10 +678,10 @@ class DagWidget(ipywidgets.DOMWidget):
             return
         kind = msg["type"]
         if kind == "sync":
+            # a view appeared (e.g. after a page reload): the mirror is current, send it
             self._mirror.refresh_graph()
-            self._mirror.refresh_statuses(notify=False)
-            with self.hold_sync():
-                self._push_graph(self._mirror.graph)
+            self._batcher.flush()
+            self._sync_statuses()
         elif kind == "details":
             self._send_details(msg["step"])
         elif kind in ("run", "rerun", "invalidate", "run_stale"):
@@ -712,12 +715,14 @@ class DagWidget(ipywidgets.DOMWidget):
     def flush(self) -> None:
         """Send pending status updates and the full statuses now (else they follow shortly)."""
         self._batcher.flush()
+        self._busy_sync.flush()
         self._full_sync.flush()
 
     def close(self) -> None:
         self._mirror.close()
         self._batcher.close()
         self._full_sync.close()
+        self._busy_sync.close()
         super().close()
 
     # no front end: an SVG via the system dot, else a text table

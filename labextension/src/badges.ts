@@ -17,6 +17,9 @@ import { IStatusInfo, STATUS_ICONS, Statuses, formatSeconds, isStatus } from './
 const BADGES_CLASS = 'nbflow-badges';
 const STEP_CELL_CLASS = 'nbflow-step-cell';
 const STALE_CELL_CLASS = 'nbflow-stale-cell';
+const MAX_BADGES = 3;
+/** Most urgent first: the summary badge of a many-step cell takes the most urgent status. */
+const SEVERITY = ['failed', 'running', 'queued', 'stale', 'cached', 'done'];
 
 function sourceOf(cell: Cell): string {
   try {
@@ -260,9 +263,14 @@ export class CellBadges implements IDisposable {
     });
     let stale = false;
     let index = 0;
-    for (const [step, info] of entries) {
+    // a cell that defines many steps (a loop, a generated flow) shows a few and a summary
+    const all = [...entries];
+    const shown = all.length > MAX_BADGES ? all.slice(0, MAX_BADGES - 1) : all;
+    for (const [, info] of all) {
+      stale = stale || info.status === 'stale';
+    }
+    for (const [step, info] of shown) {
       const status = isStatus(info.status) ? info.status : 'stale';
-      stale = stale || status === 'stale';
       let badge = existing.get(step);
       existing.delete(step);
       if (!badge) {
@@ -289,6 +297,30 @@ export class CellBadges implements IDisposable {
         box.insertBefore(badge, box.children[index] ?? null);
       }
       index++;
+    }
+    const summaryKey = '\u0000more';
+    const rest = all.slice(shown.length);
+    if (rest.length) {
+      let summary = existing.get(summaryKey);
+      existing.delete(summaryKey);
+      if (!summary) {
+        summary = document.createElement('div');
+        summary.className = 'nbflow-badge nbflow-badge-summary';
+        summary.dataset.step = summaryKey;
+      }
+      const worst = rest
+        .map(([, info]) => (isStatus(info.status) ? info.status : 'stale'))
+        .sort((a, b) => SEVERITY.indexOf(a) - SEVERITY.indexOf(b))[0];
+      const counts = new Map<string, number>();
+      for (const [, info] of rest) {
+        counts.set(info.status, (counts.get(info.status) ?? 0) + 1);
+      }
+      summary.textContent = `+${rest.length} steps`;
+      summary.dataset.status = worst;
+      summary.title = [...counts].map(([st, n]) => `${n} ${st}`).join(', ');
+      if (box.children[index] !== summary) {
+        box.insertBefore(summary, box.children[index] ?? null);
+      }
     }
     for (const badge of existing.values()) {
       badge.remove();

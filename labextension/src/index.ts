@@ -11,6 +11,7 @@ import { INotebookTracker } from '@jupyterlab/notebook';
 import { CellBadges } from './badges';
 import { registerCommands } from './commands';
 import { connectionFor } from './connection';
+import { loadViz } from './dag';
 import { FlowPanel } from './panel';
 import { WIDGET_MODULE, WIDGET_MODULE_VERSION } from './protocol';
 
@@ -30,6 +31,17 @@ const plugin: JupyterFrontEndPlugin<void> = {
     tracker.widgetAdded.connect((_, notebook) => {
       const badges = new CellBadges(notebook, connectionFor(notebook.sessionContext));
       notebook.disposed.connect(() => badges.dispose());
+      // a notebook that uses nbflow will show a DAG: fetch Graphviz while the user reads
+      void notebook.context.ready.then(() => {
+        const cells = notebook.content.model?.cells;
+        for (let i = 0; cells && i < cells.length; i++) {
+          if (cells.get(i).sharedModel.getSource().includes('nbflow')) {
+            const idle = (window as any).requestIdleCallback ?? ((f: () => void) => setTimeout(f, 500));
+            idle(() => void loadViz().catch(() => undefined));
+            break;
+          }
+        }
+      });
     });
     registerCommands(app, tracker, palette);
     console.log('nbflow-labextension activated');

@@ -15,7 +15,8 @@ import {
   WIDGET_MODULE,
   WIDGET_MODULE_VERSION,
   parseKernelMessage,
-  stepMessage
+  stepMessage,
+  syncMessage
 } from './protocol';
 
 export class DagModel extends DOMWidgetModel {
@@ -61,6 +62,9 @@ export class DagModel extends DOMWidgetModel {
     }
   }
 
+  /** A view of this model asked the kernel for the current statuses. */
+  synced = false;
+
   static model_name = 'DagModel';
   static model_module = WIDGET_MODULE;
   static model_module_version = WIDGET_MODULE_VERSION;
@@ -96,6 +100,12 @@ export class DagView extends DOMWidgetView {
     this._applyHeight();
     this._dag.setStatuses(this.model.get('statuses') ?? {});
     void this._drawGraph().then(() => this._showDetails());
+    // the synced statuses may lag while steps run (a reloaded page): ask for the current ones
+    const model = this.model as DagModel;
+    if (!model.synced) {
+      model.synced = true;
+      this.model.send(syncMessage(), {});
+    }
   }
 
   remove(): any {
