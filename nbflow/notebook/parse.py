@@ -13,7 +13,9 @@ reads a stale record.
 from __future__ import annotations
 
 import ast
+import re
 import sys
+import textwrap
 import types
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -88,8 +90,40 @@ def compile_cell(shell: Any, body: str, store: Any = None) -> Compiled:
     return compiled
 
 
+_UNUSUAL = re.compile(r"[%!?]|^[ \t]*(?:>>>|\.\.\.|In \[|[,;/])", re.MULTILINE)
+
+
+def transform(shell: Any, body: str) -> str:
+    """IPython's ``transform_cell``, without its tokenizer when it could change nothing.
+
+    For a multi-line cell with no ``%``, ``!`` or ``?`` anywhere, no prompt and no escape
+    character starting a line, and a shell with IPython's default transformers, the result is
+    what IPython's cleanup steps give: leading blank lines dropped, common indentation removed,
+    a final newline. Anything else goes through IPython itself.
+    """
+    if not _UNUSUAL.search(body) and _default_transformers(shell):
+        cell = body if body.endswith("\n") else body + "\n"
+        lines = cell.splitlines(keepends=True)
+        while lines and lines[0].isspace():
+            lines.pop(0)
+        text = textwrap.dedent("".join(lines))
+        if len(text.splitlines()) > 1:  # one-line cells get IPython's dynamic prefilters
+            return text
+    return str(shell.transform_cell(body))
+
+
+def _default_transformers(shell: Any) -> bool:
+    manager = getattr(shell, "input_transformer_manager", None)
+    if manager is None or getattr(shell, "input_transformers_post", None):
+        return False
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    return (type(manager) is TransformerManager and len(manager.cleanup_transforms) == 4
+            and len(manager.line_transforms) == 1 and len(manager.token_transformers) == 4)
+
+
 def _fresh(shell: Any, body: str) -> Compiled:
-    code = shell.transform_cell(body)
+    code = transform(shell, body)
     try:
         tree = ast.parse(code)
     except SyntaxError as e:

@@ -381,3 +381,48 @@ def test_one_cell_may_define_several_function_steps(sh: Shell) -> None:
     sh.ok("%%step mean\naverage = total / count")
     assert sh.ns["average"] == 2.0
     assert {"total", "count"} <= set(current_session().flow.graph.steps)  # type: ignore[union-attr]
+
+
+TRANSFORM_CORPUS = [
+    "x = 1\ny = 2",
+    "\n\n   \nx = 1\n\ny = x\n",
+    "    a = 1\n    b = a + 1\n",
+    "    a = 1\n      \n    b = 2",
+    "def f(a,\n      b):\n    return a + b\n",
+    "s = '''\n  text\n'''\nt = s",
+    "data = [\n    1,\n    2,\n]\n# comment\n",
+    "if x:\n    y = 1\nelse:\n    y = 2",
+    "x = 1\n%time y = 2",
+    "files = !ls\nn = len(files)",
+    "x = 1\nx?",
+    ">>> a = 1\n>>> b = 2",
+    "In [1]: a = 1\n   ...: b = 2",
+    "x = 1\n/print x",
+    "x = 1\n,print a b",
+    "single = 1",
+    "print 1",
+    "a = 'it\\'s'\nb = \"100% sure\"",
+]
+
+
+def _corpus() -> list[str]:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+    import nbformat
+    from test_analysis import CASES
+
+    root = Path(__file__).resolve().parents[2] / "example_notebooks"
+    cells = [c.source.split("\n", 1)[-1] for nb in root.glob("*.ipynb")
+             for c in nbformat.read(nb, as_version=4).cells if c.cell_type == "code"]
+    return [*TRANSFORM_CORPUS, *(case[1] for case in CASES), *cells]
+
+
+def test_transform_shortcut_matches_ipython() -> None:
+    from nbflow.notebook.parse import transform
+
+    shell = InteractiveShell.instance()
+    corpus = _corpus()
+    assert len(corpus) > 60
+    wrong = [body for body in corpus if transform(shell, body) != shell.transform_cell(body)]
+    assert wrong == []
