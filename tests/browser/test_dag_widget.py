@@ -133,3 +133,39 @@ def test_dag_widget_live(page: Any, lab: Any) -> None:
     page.hover(f"{DAG} g.node[data-step='clean']")
     screenshot(page, "dag_widget.png")
     assert not page.console.errors, page.console.errors  # type: ignore[attr-defined]
+
+
+HOSTILE = '''\
+import nbflow
+from nbflow.graph import Step
+from nbflow.widget import show
+evil = "<img src=x onerror=window.__pwned=1>"
+flow = nbflow.Flow("hostile", store=".store-hostile")
+# names the engine would refuse; a view must still show them as text
+flow.graph.add(Step(name=evil, inputs=(), outputs=("<b>v</b>",),
+                    action=lambda values: {"<b>v</b>": evil}, code="1"))
+flow.graph.add(Step(name='q"\\\\l', inputs=("<b>v</b>",), outputs=("y",),
+                    action=lambda values: {"y": 1}, code="2"))
+show(flow)'''
+
+
+def test_names_render_as_text(page: Any, lab: Any) -> None:
+    name = f"hostile_{uuid.uuid4().hex[:6]}.ipynb"
+    lab.write_notebook(name, [HOSTILE])
+    open_notebook(page, lab, name)
+    run_all(page)
+    page.wait_for_selector(f"{DAG}[data-rendered='true'] g.node", timeout=60_000)
+    names = page.evaluate(
+        "(dag) => [...document.querySelectorAll(dag + ' g.node text.nbflow-node-name')].map(t => t.textContent)",
+        DAG,
+    )
+    assert names == ["<img src=x onerror=window.__pwned=1>", 'q"\\l']
+    label = page.evaluate(
+        "(dag) => document.querySelector(dag + ' g.edge text').textContent", DAG
+    )
+    assert label == "<b>v</b>"
+    page.click(f"{DAG} g.node >> nth=0")
+    page.wait_for_selector(f"{DAG} .nbflow-details .nbflow-details-title")
+    assert page.locator(f"{DAG} .nbflow-details-title").inner_text().startswith("<img")
+    assert page.locator(f"{DAG} img, {DAG} b").count() == 0
+    assert page.evaluate("() => window.__pwned") is None

@@ -100,8 +100,11 @@ def test_badges_panel_and_commands(page: Any, lab: Any) -> None:
     scroll_to(page, 0)
     wait_statuses(page, badge_statuses, dict.fromkeys(STEPS, "done"))
 
-    # a fresh kernel: every step is served from the store -> `cached (saved ...)`
+    # a kernel restart keeps the badges (marked as from the earlier kernel) until the new
+    # kernel reports; then every step is served from the store -> `cached (saved ...)`
     restart_kernel(page, lab)
+    assert badge_statuses(page) == dict.fromkeys(STEPS, "done")
+    page.wait_for_selector(".jp-Notebook .nbflow-badges.nbflow-badges-outdated")
     run_all(page)
     wait_idle(page, lab, timeout=90)
     scroll_to(page, 0)
@@ -164,10 +167,80 @@ def test_badges_panel_and_commands(page: Any, lab: Any) -> None:
     scroll_to(page, 0)
     wait_statuses(page, badge_statuses, before)
 
+    # export to a flow script from the toolbar (the kernel reports the exporter)
+    page.click(".nbflow-export-script button, .nbflow-export-script")
+    script = path.with_name("sales_analysis_flow.py")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.jp-toast-message, .Toastify__toast')]"
+        ".some(t => t.textContent.includes('sales_analysis_flow.py'))",
+        timeout=30_000,
+    )
+    assert script.is_file() and "flow" in script.read_text()
+
     # badges and the panel never write to the notebook file
     page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
     page.wait_for_timeout(500)
     saved = json.loads(path.read_text())
     assert "nbflow" not in json.dumps([c.get("metadata", {}) for c in saved["cells"]])
     assert "nbflow" not in json.dumps(saved.get("metadata", {}))
+    assert not page.console.errors, page.console.errors  # type: ignore[attr-defined]
+
+
+def test_panel_follows_notebook_and_cells_match_by_source(page: Any, lab: Any) -> None:
+    """Without a cell id (a front end that sends none), a step's cell is found by its source;
+    badges follow cells that are moved; the panel follows the active notebook."""
+    folder = f"src_{uuid.uuid4().hex[:6]}"
+    (lab.root / folder).mkdir()
+    lab.write_notebook(f"{folder}/a.ipynb", ["%load_ext nbflow", "%%step one\nx = 1",
+                                             "%%step two\ny = x + 1"])
+    lab.write_notebook(f"{folder}/b.ipynb", ["1 + 1"])
+    open_notebook(page, lab, f"{folder}/a.ipynb")
+    run_cell(page, 0)
+    wait_idle(page, lab)
+    # run the step cells' code as a client without cell ids would
+    page.evaluate(
+        """async () => {
+            const panel = window.jupyterapp.shell.currentWidget;
+            const kernel = panel.sessionContext.session.kernel;
+            for (const i of [1, 2]) {
+                const code = panel.content.widgets[i].model.sharedModel.getSource();
+                await kernel.requestExecute({code}).done;
+            }
+        }"""
+    )
+    wait_statuses(page, badge_statuses, {"one": "done", "two": "done"})
+    badge_cell = page.evaluate(
+        """() => window.jupyterapp.shell.currentWidget.content.widgets
+            .findIndex(c => c.node.querySelector(".nbflow-badge[data-step='two']"))"""
+    )
+    assert badge_cell == 2
+
+    # moving a cell re-creates its widget: the badge follows it
+    page.evaluate(
+        """async () => {
+            const panel = window.jupyterapp.shell.currentWidget;
+            panel.content.activeCellIndex = 2;
+            await window.jupyterapp.commands.execute('notebook:move-cell-up');
+        }"""
+    )
+    page.wait_for_function(
+        """() => window.jupyterapp.shell.currentWidget.content.widgets[1]
+            .node.querySelector(".nbflow-badge[data-step='two']") !== null"""
+    )
+
+    # the side panel follows the active notebook
+    page.evaluate("() => window.jupyterapp.shell.activateById('nbflow-panel')")
+    wait_statuses(page, panel_statuses, {"one": "done", "two": "done"})
+    page.evaluate(
+        f"() => window.jupyterapp.commands.execute('docmanager:open', {{path: '{folder}/b.ipynb'}})"
+    )
+    page.wait_for_function(
+        "() => document.querySelector('#nbflow-panel .nbflow-panel-title').textContent === 'b.ipynb'"
+    )
+    assert panel_statuses(page) == {}
+    assert "not loaded" in page.locator("#nbflow-panel .nbflow-panel-note").inner_text()
+    page.evaluate(
+        f"() => window.jupyterapp.commands.execute('docmanager:open', {{path: '{folder}/a.ipynb'}})"
+    )
+    wait_statuses(page, panel_statuses, {"one": "done", "two": "done"})
     assert not page.console.errors, page.console.errors  # type: ignore[attr-defined]
