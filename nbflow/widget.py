@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import sys
 import threading
@@ -383,6 +384,44 @@ def run_command(flow: Any, msg: Mapping[str, Any]) -> ResultMessage:
     )
 
 
+_KERNEL_LOGGERS = ("nbflow.protocol", "nbflow.widget", "nbflow.comm")
+
+
+class _ProcessLogHandler(logging.Handler):
+    """Writes to the kernel process's own stderr, which a Jupyter server keeps in its log.
+
+    A kernel forwards ``sys.stderr`` and even file descriptor 2 to the front end (into whatever
+    cell is running); ipykernel keeps a copy of the original descriptor, which is used here.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = (self.format(record) + "\n").encode("utf-8", "replace")
+            fd = getattr(sys.stderr, "_original_stdstream_copy", None)
+            if isinstance(fd, int):
+                os.write(fd, line)
+            elif sys.__stderr__ is not None:
+                sys.__stderr__.write(line.decode("utf-8"))
+                sys.__stderr__.flush()
+        except Exception:  # logging must never break a handler of browser messages
+            pass
+
+
+def log_to_process_stderr() -> None:
+    """In a kernel, send this module family's records to the kernel's log, never into a cell's
+    output. Elsewhere (tests, scripts) logging stays as configured."""
+    if not isinstance(getattr(sys.stderr, "_original_stdstream_copy", None), int):
+        return
+    for name in _KERNEL_LOGGERS:
+        logger = logging.getLogger(name)
+        if any(isinstance(h, _ProcessLogHandler) for h in logger.handlers):
+            continue
+        handler = _ProcessLogHandler()
+        handler.setFormatter(logging.Formatter("[%(name)s] %(levelname)s | %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
 class MainThread:
     """Runs callables on the kernel's main thread.
 
@@ -624,6 +663,7 @@ class DagWidget(ipywidgets.DOMWidget):
         super().__init__(**kwargs)
         self.flow = flow
         self._main = MainThread()
+        log_to_process_stderr()
         self._batcher = Batcher(lambda updates: self.send(status_message(updates)))
         self._full_sync = Throttle(self._sync_statuses, self.FULL_SYNC_INTERVAL)
         self._busy_sync = Throttle(self._sync_statuses, self.BUSY_SYNC_INTERVAL)
@@ -777,6 +817,7 @@ __all__ = [
     "MainThread",
     "build_digraph",
     "graph_info",
+    "log_to_process_stderr",
     "render_svg",
     "run_command",
     "show",

@@ -32,7 +32,15 @@ from ..protocol import (
     status_message,
     validate_client_message,
 )
-from ..widget import Batcher, FlowMirror, GraphInfo, MainThread, run_command, step_details
+from ..widget import (
+    Batcher,
+    FlowMirror,
+    GraphInfo,
+    MainThread,
+    log_to_process_stderr,
+    run_command,
+    step_details,
+)
 
 log = logging.getLogger("nbflow.comm")
 
@@ -65,6 +73,7 @@ class FlowComm:
         self._before: dict[str, int] = {}
         self._running_cell: tuple[str | None, str | None] = (None, None)
         self._main = MainThread()
+        log_to_process_stderr()
         self._closed = False
         self._exporter = find_exporter()
         self._batcher = Batcher(self._send_status)
