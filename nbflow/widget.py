@@ -390,8 +390,9 @@ _KERNEL_LOGGERS = ("nbflow.protocol", "nbflow.widget", "nbflow.comm")
 class _ProcessLogHandler(logging.Handler):
     """Writes to the kernel process's own stderr, which a Jupyter server keeps in its log.
 
-    A kernel forwards ``sys.stderr`` and even file descriptor 2 to the front end (into whatever
-    cell is running); ipykernel keeps a copy of the original descriptor, which is used here.
+    A kernel forwards ``sys.stderr`` to the front end (into whatever cell is running), and
+    usually file descriptor 2 as well; then ipykernel keeps a copy of the original descriptor,
+    which is used here.
     """
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -410,7 +411,7 @@ class _ProcessLogHandler(logging.Handler):
 def log_to_process_stderr() -> None:
     """In a kernel, send this module family's records to the kernel's log, never into a cell's
     output. Elsewhere (tests, scripts) logging stays as configured."""
-    if not isinstance(getattr(sys.stderr, "_original_stdstream_copy", None), int):
+    if not type(sys.stderr).__module__.startswith("ipykernel"):
         return
     for name in _KERNEL_LOGGERS:
         logger = logging.getLogger(name)

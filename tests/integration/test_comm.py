@@ -160,7 +160,8 @@ def test_comm_announces_syncs_and_runs(kernel: Kernel, tmp_path: Path) -> None:
     assert not [m for m in kernel.seen if m["msg_type"] == "comm_msg"
                 and m["content"]["data"].get("type") == "result"]
     # they are logged to the kernel's log, not into a cell's output
-    assert not [m for m in kernel.seen if m["msg_type"] == "stream"]
+    streams = [m["content"]["text"] for m in kernel.seen if m["msg_type"] == "stream"]
+    assert not streams, streams
     assert kernel.statuses_after(comm_id)["b"][-1] == "stale"
 
     # "Run all stale steps"
