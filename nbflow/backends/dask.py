@@ -218,6 +218,9 @@ def _connect(address: str | None, n_workers: int | None, allowed_failures: int |
         scheduler_kwargs["allowed_failures"] = allowed_failures
     kwargs["scheduler_kwargs"] = scheduler_kwargs
     kwargs.update({k: v for k, v in options.items() if k != "timeout"})
+    from .local import ensure_spawnable_main
+
+    ensure_spawnable_main()
     cluster = LocalCluster(**kwargs)
     return Client(cluster)
 

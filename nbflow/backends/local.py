@@ -15,6 +15,7 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures.process import BrokenProcessPool
@@ -109,6 +110,7 @@ class LocalScheduler(Scheduler):
         self._lock = threading.Lock()
 
     def executor(self) -> cf.Executor:
+        ensure_spawnable_main()
         with self._lock:
             if self._executor is None:
                 if self.kind == "thread":
@@ -132,3 +134,15 @@ class LocalScheduler(Scheduler):
 
     def describe(self) -> str:
         return f"local ({self.max_workers} {self.kind}{'es' if self.kind == 'process' else 's'})"
+
+
+def ensure_spawnable_main() -> None:
+    """Let ``spawn`` start workers from an IPython session.
+
+    A spawned child reads ``sys.modules["__main__"].__spec__``; IPython's user module loses it
+    on ``%reset`` (and an in-process shell never has it). ``None`` is what plain scripts have, and
+    tells the child there is no main module to re-import — right for a notebook.
+    """
+    main = sys.modules.get("__main__")
+    if main is not None and not hasattr(main, "__spec__"):
+        main.__spec__ = None

@@ -6,6 +6,7 @@ Kernel-level behaviour (replay across restarts, cell ids) is in ``test_notebook.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -55,6 +56,7 @@ def sh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Shell]:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "analysis.ipynb"))
     monkeypatch.delenv("NBFLOW_STORE", raising=False)
+    monkeypatch.setitem(sys.modules, "__main__", sys.modules["__main__"])  # the shell replaces it
     shell = InteractiveShell.instance()
     shell.reset(new_session=True)
     wrapper = Shell(shell)
