@@ -191,7 +191,8 @@ def test_panel_follows_notebook_and_cells_match_by_source(page: Any, lab: Any) -
     badges follow cells that are moved; the panel follows the active notebook."""
     folder = f"src_{uuid.uuid4().hex[:6]}"
     (lab.root / folder).mkdir()
-    lab.write_notebook(f"{folder}/a.ipynb", ["%load_ext nbflow", "%%step one\nx = 1",
+    lab.write_notebook(f"{folder}/a.ipynb", ["%load_ext nbflow",
+                                             "%%step one\nimport time\ntime.sleep(0.4)\nx = 1",
                                              "%%step two\ny = x + 1"])
     lab.write_notebook(f"{folder}/b.ipynb", ["1 + 1"])
     open_notebook(page, lab, f"{folder}/a.ipynb")
@@ -227,6 +228,27 @@ def test_panel_follows_notebook_and_cells_match_by_source(page: Any, lab: Any) -
         """() => window.jupyterapp.shell.currentWidget.content.widgets[1]
             .node.querySelector(".nbflow-badge[data-step='two']") !== null"""
     )
+
+    # the toolbar's step commands act on the active cell's step
+    page.click(".jp-Notebook .nbflow-badge[data-step='one']")
+    page.click(".nbflow-invalidate-step button, .nbflow-invalidate-step")
+    wait_statuses(page, badge_statuses, {"one": "stale", "two": "stale"})
+    page.click(".nbflow-run-step button, .nbflow-run-step")
+    # `one` runs again; its output is unchanged, so `two` is up to date again (early cutoff)
+    wait_statuses(page, badge_statuses, {"one": "done", "two": {"done", "cached"}})
+    page.evaluate(
+        """() => {
+            const b = document.querySelector(".jp-Notebook .nbflow-badge[data-step='one']");
+            window.__seen = [b.dataset.status];
+            new MutationObserver(() => window.__seen.push(b.dataset.status))
+                .observe(b, {attributes: true, attributeFilter: ['data-status']});
+        }"""
+    )
+    page.click(".jp-Notebook .nbflow-badge[data-step='one']")
+    page.click(".nbflow-rerun-step button, .nbflow-rerun-step")
+    page.wait_for_function("() => window.__seen.includes('running')")
+    wait_statuses(page, badge_statuses, {"one": "done", "two": {"done", "cached"}})
+    assert page.evaluate("() => window.__seen")[-1] in ("done", "cached")
 
     # the side panel follows the active notebook
     page.evaluate("() => window.jupyterapp.shell.activateById('nbflow-panel')")
