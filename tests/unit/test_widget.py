@@ -377,6 +377,16 @@ def test_saved_widget_state_of_the_example_notebook_run_by_nbclient(
     assert data["text/plain"].startswith("flow 'sales_analysis': 6 steps")
     assert ("image/svg+xml" in data) == bool(shutil.which("dot"))
 
+    # nbconvert HTML without the widget state (as JupyterLab saves by default): the fallback
+    from nbconvert import HTMLExporter
+
+    first.metadata.pop("widgets", None)
+    body, _ = HTMLExporter().from_notebook_node(first)
+    if shutil.which("dot"):
+        assert 'data-mime-type="image/svg+xml"' in body.split("%flow show")[-1]
+    else:
+        assert "flow &#39;sales_analysis&#39;: 6 steps" in body
+
     # a fresh kernel on the same store: the saved state shows every step cached, time saved
     second = execute(path, monkeypatch)
     dag = dag_state(second)
