@@ -75,6 +75,7 @@ class FlowComm:
         self._main = MainThread()
         log_to_process_stderr()
         self._closed = False
+        self._announced = 0
         self._exporter = find_exporter()
         self._batcher = Batcher(self._send_status)
         self._was_busy = False
@@ -118,8 +119,13 @@ class FlowComm:
         self._mirror.refresh_statuses()
 
     # -- comms ------------------------------------------------------------------------------------
+    MAX_ANNOUNCEMENTS = 3  # unanswered ones: a front end without the extension closes them
+
     def _announce(self) -> None:
         """Open a comm from the kernel: front ends with the extension adopt it."""
+        if self._announced >= self.MAX_ANNOUNCEMENTS:
+            return
+        self._announced += 1
         try:
             c = self._comm_lib.create_comm(target_name=COMM_TARGET, data=self.state_message())
         except Exception as e:
@@ -128,6 +134,7 @@ class FlowComm:
         self._use(c)
 
     def _on_open(self, c: Any, msg: dict[str, Any]) -> None:
+        self._announced = 0  # a front end with the extension is here
         self._use(c)
         data = (msg.get("content") or {}).get("data")
         if data:
@@ -138,7 +145,11 @@ class FlowComm:
     def _use(self, c: Any) -> None:
         with self._lock:
             self._comms[c.comm_id] = c
-        c.on_msg(lambda msg: self._on_data(c, (msg.get("content") or {}).get("data")))
+        def on_msg(msg: dict[str, Any]) -> None:
+            self._announced = 0  # someone answers on this comm
+            self._on_data(c, (msg.get("content") or {}).get("data"))
+
+        c.on_msg(on_msg)
         c.on_close(lambda _msg: self._forget(c))
 
     def _forget(self, c: Any) -> None:
