@@ -29,7 +29,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "browser"))
 
-from lab_helpers import launch_chromium, open_notebook, run_cell, start_lab, wait_idle  # noqa: E402
+from lab_helpers import (  # noqa: E402
+    ARTIFACTS,
+    launch_chromium,
+    open_notebook,
+    run_cell,
+    start_lab,
+    wait_idle,
+)
 
 RENDER_TARGET_MS = 1500.0
 UPDATE_TARGET_MS = 50.0
@@ -168,6 +175,10 @@ def run(nodes: int, rounds: int) -> int:
             second = page.locator(".jp-Notebook .nbflow-dag[data-paint-ms]").nth(1)
             second.wait_for(timeout=120_000)
             warm.append(float(second.get_attribute("data-render-ms") or "nan"))
+            if r == rounds - 1:
+                ARTIFACTS.mkdir(exist_ok=True)
+                dag.scroll_into_view_if_needed()
+                dag.screenshot(path=str(ARTIFACTS / f"bench_{nodes}_nodes.png"))
             layout.append(float(second.get_attribute("data-layout-ms") or "nan"))
             wait_idle(page, lab)
             # latency is measured with one view on the page, as a user would have it
