@@ -222,8 +222,13 @@ class Run:
     def execute(self) -> RunResult:
         order = self.graph.topological_order(self.targets)
         self.graph.check(self.targets)
+        # what is known up to date is not announced as queued: most of a plan is cached
+        # ancestors, and two events each would tax every cell of a long notebook
+        states = self.states
         for name in order:
-            self.emit(name, "queued")
+            st = states.get(name)
+            if st is None or st.status not in ("done", "cached") or name in self.force:
+                self.emit(name, "queued")
         blocked: set[str] = set()
         for name in order:
             step = self.graph.steps[name]

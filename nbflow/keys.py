@@ -358,7 +358,22 @@ def step_key(
     read as a notebook global and the same name read as a flow parameter with the same content give
     the same key (this is what lets an exported script share the notebook's cache).
     """
-    merged = {**params, **input_digests}
-    # one repr of a tuple of strings is unambiguous, and hashing it once is the fast path
-    text = repr((FORMAT_VERSION, name, code, outputs, version or "", sorted(merged.items())))
+    merged = {**params, **input_digests} if params else input_digests
+    # one repr of a tuple of strings is unambiguous, and hashing it once is the fast path; the
+    # (long) normalized code enters through its memoized digest
+    text = repr((FORMAT_VERSION, name, code_digest(code), outputs, version or "",
+                 sorted(merged.items())))
     return xxhash.xxh3_128_hexdigest(text.encode("utf-8", "surrogatepass"))
+
+
+_code_digests: dict[str, str] = {}
+
+
+def code_digest(code: str) -> str:
+    """Digest of normalized code, memoized by text (a step's code is hashed on every run)."""
+    d = _code_digests.get(code)
+    if d is None:
+        if len(_code_digests) > 20_000:
+            _code_digests.clear()
+        d = _code_digests[code] = xxhash.xxh3_128_hexdigest(code.encode("utf-8", "surrogatepass"))
+    return d

@@ -223,7 +223,16 @@ def test_events_in_order(store_dir: Path) -> None:
                         ("doubled", "done"), ("summary", "running"), ("summary", "done")]
     seen.clear()
     flow.run()
+    assert seen == [("raw", "cached"), ("doubled", "cached"), ("summary", "cached")]  # no queued
+    seen.clear()
+    fresh = make_demo(store_dir)
+    fresh.events.subscribe(lambda e: seen.append((e.step, e.status)))
+    fresh.run()  # a new session learns that each step is cached
     assert [s for s in seen if s[1] != "queued"] == [("raw", "cached"), ("doubled", "cached"), ("summary", "cached")]
+    seen.clear()
+    fresh.rerun("doubled")
+    assert ("doubled", "queued") in seen and ("doubled", "running") in seen and ("raw", "queued") not in seen
+    seen.clear()
     unsubscribe()
     seen.clear()
     flow.run()
