@@ -133,6 +133,8 @@ def test_dag_widget_live(page: Any, lab: Any) -> None:
     page.hover(f"{DAG} g.node[data-step='clean']")
     screenshot(page, "dag_widget.png")
     assert not page.console.errors, page.console.errors  # type: ignore[attr-defined]
+    console_errors = [m for m in page.console.messages if m.startswith("error:")]  # type: ignore[attr-defined]
+    assert not console_errors, console_errors
 
 
 HOSTILE = '''\

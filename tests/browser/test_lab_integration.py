@@ -184,6 +184,8 @@ def test_badges_panel_and_commands(page: Any, lab: Any) -> None:
     assert "nbflow" not in json.dumps([c.get("metadata", {}) for c in saved["cells"]])
     assert "nbflow" not in json.dumps(saved.get("metadata", {}))
     assert not page.console.errors, page.console.errors  # type: ignore[attr-defined]
+    console_errors = [m for m in page.console.messages if m.startswith("error:")]  # type: ignore[attr-defined]
+    assert not console_errors, console_errors
 
 
 def test_panel_follows_notebook_and_cells_match_by_source(page: Any, lab: Any) -> None:
@@ -266,3 +268,5 @@ def test_panel_follows_notebook_and_cells_match_by_source(page: Any, lab: Any) -
     )
     wait_statuses(page, panel_statuses, {"one": "done", "two": "done"})
     assert not page.console.errors, page.console.errors  # type: ignore[attr-defined]
+    console_errors = [m for m in page.console.messages if m.startswith("error:")]  # type: ignore[attr-defined]
+    assert not console_errors, console_errors
