@@ -68,12 +68,20 @@ __all__ = [
     "UnknownStepError",
     "__version__",
     "load_ipython_extension",
+    "show",
     "load_record",
     "open_store",
     "param",
     "runs",
     "step",
 ]
+
+
+def show(flow: Any = None) -> Any:
+    """Display the live DAG widget of ``flow`` (default: the notebook's live flow)."""
+    from .widget import show as _show
+
+    return _show(flow)
 
 
 def load_ipython_extension(ipython: Any) -> None:
