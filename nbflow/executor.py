@@ -242,6 +242,12 @@ class Run:
         return RunResult(self)
 
     def run_step(self, step: Step) -> bool:
+        key, merged, volatile, served = self.serve_cached(step)
+        return True if served else self.compute(step, key, merged, volatile)
+
+    def serve_cached(self, step: Step) -> tuple[str, dict[str, str], bool, bool]:
+        """Key ``step``; take its entry if the store has one. Returns (key, merged digests,
+        volatile, served). Shared by the serial walk and the parallel back ends."""
         key, merged = self.key_of(step)
         if key is None:
             unset = [n for n in step.inputs if n in self.graph.inputs and n not in self.params]
@@ -257,8 +263,8 @@ class Run:
                 duration = manifest.duration
                 self.emit(step.name, "cached", key=key, duration=duration, saved=duration,
                           sizes=_sizes(manifest) if self.events._subscribers else None)
-                return True
-        return self.compute(step, key, merged, volatile)
+                return key, merged, volatile, True
+        return key, merged, volatile, False
 
     def take(self, step: Step, manifest: Manifest) -> None:
         self.manifests[step.name] = manifest

@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..errors import MissingInputError, NbflowWarning
-from ..executor import VOLATILE, Run, RunResult, StepState, _format, _Stale, describe_record
+from ..errors import NbflowWarning
+from ..executor import Run, RunResult, StepState, _format, _Stale, describe_record
 from ..graph import Step
 from ..store import Store, encode
 from .tasks import (
@@ -202,22 +202,9 @@ class ParallelRun(Run):
 
     def start(self, step: Step) -> bool | None:
         """Serve ``step`` from the store, run it here, or submit it (None: it is in flight)."""
-        key, merged = self.key_of(step)
-        if key is None:
-            unset = [n for n in step.inputs if n in self.graph.inputs and n not in self.params]
-            if unset:
-                raise MissingInputError(step.name, unset[0], unset=True)
-            raise RuntimeError(f"inputs of step '{step.name}' are not ready")
-        volatile = any(v.startswith(VOLATILE) for v in merged.values())
-        if step.cache and not volatile and step.name not in self.force:
-            manifest = self.store.get(key)
-            if manifest is not None and all(o in manifest.outputs for o in step.outputs):
-                self.take(step, manifest)
-                self.cached.append(step.name)
-                self.emit(step.name, "cached", key=key, duration=manifest.duration,
-                          saved=manifest.duration,
-                          sizes={n: int(o.get("size", 0)) for n, o in manifest.outputs.items()})
-                return True
+        key, merged, volatile, served = self.serve_cached(step)
+        if served:
+            return True
         task = self._task(step, key, merged, volatile)
         if task is None:
             return self.compute(step, key, merged, volatile)
