@@ -203,16 +203,8 @@ class BatchMixin:
                 raise outcome
             if outcome is not None:
                 result = outcome
-            elif prepare is not None:
-                prepare(index, item)
-            elif isinstance(item, Mapping):
-                for name, value in item.items():
-                    flow.inputs[name].set_value(value)
             else:
-                raise NbflowError(
-                    f"batch item {index} is a {type(item).__name__}; pass prepare=(index, item) "
-                    "-> None to set the inputs, or make each item a dict of input values"
-                )
+                set_item_inputs(flow, index, item, prepare)
             if outcome is None:
                 precheck_inputs(flow, steps)
                 result = flow.run(*steps, raise_on_failure=False)
@@ -236,3 +228,17 @@ class BatchMixin:
 
 
 __all__ = ["BatchFailure", "BatchMixin", "BatchStats"]
+
+
+def set_item_inputs(flow: Any, index: int, item: Any, prepare: Any) -> None:
+    """Set a batch item's inputs: through ``prepare(index, item)``, or from a dict of values."""
+    if prepare is not None:
+        prepare(index, item)
+    elif isinstance(item, Mapping):
+        for name, value in item.items():
+            flow.inputs[name].set_value(value)
+    else:
+        raise NbflowError(
+            f"batch item {index} is a {type(item).__name__}; pass prepare=(index, item) "
+            "-> None to set the inputs, or make each item a dict of input values"
+        )

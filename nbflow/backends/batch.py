@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import NbflowError
+from ..batch import set_item_inputs
 from ..executor import RunResult, _Stale
 from .base import Scheduler
 from .parallel import ParallelRun
@@ -43,16 +43,7 @@ def run_items(
     try:
         for index, item in items:
             try:
-                if prepare is not None:
-                    prepare(index, item)
-                elif isinstance(item, Mapping):
-                    for name, value in item.items():
-                        flow.inputs[name].set_value(value)
-                else:
-                    raise NbflowError(
-                        f"batch item {index} is a {type(item).__name__}; pass prepare=(index, "
-                        "item) -> None to set the inputs, or make each item a dict of input values"
-                    )
+                set_item_inputs(flow, index, item, prepare)
                 precheck_inputs(flow, targets)
             except Exception as e:  # noqa: BLE001 - one item's failure never stops the batch
                 outcomes[index] = e
