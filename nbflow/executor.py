@@ -169,6 +169,8 @@ class Run:
         if inputs is None:
             return None, {}
         ext = self.external_digests(step)
+        if not ext:  # the common case: the key map and the record's map are the inputs
+            return keys.step_key(step.name, step.code, step.outputs, {}, inputs, step.version), inputs
         merged = {**{f"~{k}": v for k, v in ext.items() if k not in inputs}, **inputs}
         return keys.step_key(step.name, step.code, step.outputs, {}, key_map(merged), step.version), merged
 

@@ -277,6 +277,8 @@ def function_externals(
     func: types.FunctionType, value_digest: Callable[[Any], str]
 ) -> tuple[dict[str, str], list[str]]:
     """External fingerprints of a function step as a name -> digest map, plus unknown names."""
+    if not func.__closure__ and not _global_names(func.__code__):
+        return {}, []  # reads nothing from outside: the hot path of a cached tiny step
     fp = Fingerprinter(value_digest)
     parts = fp.function_externals(func, {id(func)})
     out = dict(p.split("=", 1) for p in parts)
