@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -57,7 +58,15 @@ class Lab:
     log: Path
 
     def kernels(self) -> list[dict[str, Any]]:
-        return list(_get_json(self.url + "/api/kernels"))
+        # the server can answer 500 while a kernel is still being started; ask again shortly
+        for attempt in range(20):
+            try:
+                return list(_get_json(self.url + "/api/kernels"))
+            except urllib.error.HTTPError as e:
+                if e.code < 500 or attempt == 19:
+                    raise
+                time.sleep(0.25)
+        raise AssertionError("unreachable")
 
     def wait_kernels_idle(self, timeout: float = 60, count: int = 1) -> None:
         """Until at least ``count`` kernels are idle with a connected front end."""
