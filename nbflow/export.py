@@ -793,15 +793,8 @@ def export_notebook(
     ``store`` overrides where the script looks for the cache (default: the notebook's store,
     relative to the script's folder).
     """
-    import nbformat
-
     nb_path = Path(path)
-    if not nb_path.is_file():
-        raise NbflowError(f"notebook {nb_path} does not exist")
-    try:
-        nb = nbformat.read(str(nb_path), as_version=4)
-    except Exception as e:
-        raise NbflowError(f"{nb_path} is not a readable notebook ({type(e).__name__}: {e})") from e
+    nb = read_notebook(nb_path)
     out_path = Path(out) if out is not None else None
     script_dir = (out_path.resolve().parent if out_path is not None else nb_path.resolve().parent)
     text, issues = notebook_to_script(
@@ -869,3 +862,15 @@ def __getattr__(name: str) -> Any:
             _exporter_class = _make_exporter()
         return _exporter_class
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def read_notebook(nb_path: Path) -> Any:
+    """The notebook at ``nb_path`` (nbformat v4), or a clear error (shared by both exporters)."""
+    import nbformat
+
+    if not nb_path.is_file():
+        raise NbflowError(f"notebook {nb_path} does not exist")
+    try:
+        return nbformat.read(str(nb_path), as_version=4)
+    except Exception as e:
+        raise NbflowError(f"{nb_path} is not a readable notebook ({type(e).__name__}: {e})") from e

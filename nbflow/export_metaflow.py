@@ -387,15 +387,10 @@ def export_notebook(
     """Export the notebook at ``path`` to a Metaflow FlowSpec; write it to ``out`` if given.
 
     Returns the module's text; warnings go to ``report`` (default stderr)."""
-    import nbformat
+    from .export import read_notebook
 
     nb_path = Path(path)
-    if not nb_path.is_file():
-        raise NbflowError(f"notebook {nb_path} does not exist")
-    try:
-        nb = nbformat.read(str(nb_path), as_version=4)
-    except Exception as e:
-        raise NbflowError(f"{nb_path} is not a readable notebook ({type(e).__name__}: {e})") from e
+    nb = read_notebook(nb_path)
     out_path = Path(out) if out is not None else None
     text, issues = notebook_to_metaflow(
         nb, nb_path.stem,

@@ -9,7 +9,7 @@ Must never import IPython or widget code.
 from __future__ import annotations
 
 import inspect
-import time
+import keyword
 import types
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -45,13 +45,7 @@ class StepStatus:
 
 
 def _is_identifier(name: str) -> bool:
-    return name.isidentifier() and not keys_is_keyword(name)
-
-
-def keys_is_keyword(name: str) -> bool:
-    import keyword
-
-    return keyword.iskeyword(name)
+    return name.isidentifier() and not keyword.iskeyword(name)
 
 
 def check_name(name: str, what: str = "step") -> str:
@@ -440,10 +434,6 @@ def function_step(
         meta={"function": func},
     )
 
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    t = time.perf_counter()
-    return fn(), time.perf_counter() - t
 
 
 __all__ = ["Flow", "StepOutput", "StepStatus", "function_step", "preview_value", "NbflowWarning"]
