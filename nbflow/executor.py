@@ -169,10 +169,15 @@ class Run:
         if inputs is None:
             return None, {}
         ext = self.external_digests(step)
-        if not ext:  # the common case: the key map and the record's map are the inputs
-            return keys.step_key(step.name, step.code, step.outputs, {}, inputs, step.version), inputs
-        merged = {**{f"~{k}": v for k, v in ext.items() if k not in inputs}, **inputs}
-        return keys.step_key(step.name, step.code, step.outputs, {}, key_map(merged), step.version), merged
+        # the common case: the key map and the record's map are the inputs
+        merged = {**{f"~{k}": v for k, v in ext.items() if k not in inputs}, **inputs} if ext else inputs
+        memo = self.graph.key_memo.get(step.name)
+        if memo is not None and memo[0] is step and memo[1] == merged:
+            return memo[2], merged
+        key = keys.step_key(step.name, step.code, step.outputs, {},
+                            key_map(merged) if ext else merged, step.version)
+        self.graph.key_memo[step.name] = (step, merged, key)
+        return key, merged
 
     # -- values -----------------------------------------------------------------------------------
     def available(self) -> list[str]:
@@ -232,9 +237,10 @@ class Run:
             if st is None or st.status not in ("done", "cached") or name in self.force:
                 self.emit(name, "queued")
         blocked: set[str] = set()
+        steps = self.graph.steps
         for name in order:
-            step = self.graph.steps[name]
-            if any(p in blocked for p in self.graph.parents(name)):
+            step = steps[name]
+            if blocked and any(p in blocked for p in self.graph.parents(name)):
                 blocked.add(name)
                 self.skipped.append(name)
                 self.emit(name, "stale")
@@ -256,7 +262,8 @@ class Run:
             if unset:
                 raise MissingInputError(step.name, unset[0], unset=True)
             raise RuntimeError(f"inputs of step '{step.name}' are not ready")
-        volatile = any(v.startswith(VOLATILE) for v in merged.values())
+        # digests are hex, so the marker can only occur as a digest's prefix
+        volatile = VOLATILE in "".join(merged.values()) if merged else False
         if step.cache and not volatile and step.name not in self.force:
             manifest = self.store.get(key)
             if manifest is not None and all(o in manifest.outputs for o in step.outputs):

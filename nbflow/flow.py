@@ -208,13 +208,20 @@ class Flow(ScriptMixin, ImperativeMixin, ProcessGraphMixin, BatchMixin):
 
     def _run_factory(self) -> Callable[..., Run]:
         scheduler = getattr(self, "_scheduler", None)
-        if scheduler is None and not any(
-            s.meta.get("placement") == "remote" for s in self.graph.steps.values()
-        ):
+        if scheduler is None and not self._has_remote_steps():
             return Run
         from .backends import run_factory
 
         return run_factory(scheduler, self.graph)
+
+    def _has_remote_steps(self) -> bool:
+        """Whether a step asks to run elsewhere; memoized per graph revision (every run asks)."""
+        rev = self.graph.revision
+        memo = getattr(self, "_remote_memo", None)
+        if memo is None or memo[0] != rev:
+            memo = self._remote_memo = (
+                rev, any(s.meta.get("placement") == "remote" for s in self.graph.steps.values()))
+        return memo[1]
 
     def rerun(self, step: str, **kw: Any) -> RunResult:
         """Force ``step`` to run, then bring everything downstream of it up to date."""

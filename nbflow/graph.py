@@ -57,8 +57,13 @@ class Graph:
         self._producers: dict[str, str] | None = None
         self._orders: dict[tuple[str, ...] | None, list[str]] = {}  # memo, cleared on mutation
         self._checked: set[tuple[str, ...] | None] = set()
+        self.revision = 0  # bumped on every mutation: lets callers memoize what they derive
+        # step name -> (step, digest map, key): the executor's key memo. A step's key depends only
+        # on the step itself and its digest map, so the entry holds while both are unchanged.
+        self.key_memo: dict[str, tuple[Step, Mapping[str, str], str]] = {}
 
     def _changed(self) -> None:
+        self.revision += 1
         self._producers = None
         self._orders.clear()
         self._checked.clear()

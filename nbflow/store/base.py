@@ -6,6 +6,11 @@ Layout under the root::
     manifests/ab/<key>.json    {"manifest": {...}, "sig": HMAC-SHA256}: the commit point
     records/<kind>/<name>.json signed records (runs of a flow, ...)
 
+A small pickle stream (at most ``INLINE_MAX`` bytes, no out-of-band buffers) is kept inside its
+manifest instead (``stream.inline``, base64): most step outputs are scalars and small containers,
+and a hit then needs no second file read (on a remote store, no second request). The signature
+covers it like every other field.
+
 Invariants: a manifest is written only after every blob it names; a key is never served for
 content other than what was stored under it; an entry whose signature, size or digest does not
 check out is a miss plus one warning, and its pickle is never loaded.
@@ -13,6 +18,7 @@ check out is a miss plus one warning, and its pickle is never loaded.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import threading
@@ -23,11 +29,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import NbflowWarning
+from ..hashing import digest_bytes
 from . import signing
 from .backend import TMP_PREFIX, Backend
 from .codec import Encoded, decode
 
 MANIFEST_FORMAT = 1
+#: pickle streams up to this size (and without out-of-band buffers) live inside the manifest
+INLINE_MAX = 2048
 _HEX = re.compile(r"^[0-9a-f]{16,64}$")
 _RECORD_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
 
@@ -113,6 +122,15 @@ def _manifest_path(key: str) -> str:
     return f"manifests/{key[:2]}/{key}.json"
 
 
+def _blob_refs(m: Manifest) -> Iterator[str]:
+    """Digests of the blobs an entry names (an inline stream names none)."""
+    for info in m.outputs.values():
+        if "inline" not in info["stream"]:
+            yield info["stream"]["digest"]
+        for b in info.get("buffers", ()):
+            yield b["digest"]
+
+
 def _canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
 
@@ -153,14 +171,14 @@ class Store:
 
     def get(self, key: str, *, quiet: bool = False) -> Manifest | None:
         """The verified manifest for ``key``, or None (a bad one also warns, once)."""
-        if not _HEX.match(key):
+        memo = self._memo.get(key)  # a key in the memo was checked to be a key already
+        if memo is None and not _HEX.match(key):
             raise ValueError(f"not a cache key: {key!r}")
         path = _manifest_path(key)
         sig = self.backend.signature(path)
         if sig is None:
             self._memo.pop(key, None)
             return None
-        memo = self._memo.get(key)
         if memo is not None and memo[0] == sig:
             return memo[1]
         try:
@@ -203,9 +221,16 @@ class Store:
             raise CorruptEntry(f"cannot unpickle '{name}': {type(e).__name__}: {e}") from e
 
     def _read_blob(self, ref: Mapping[str, Any], repair: bool = True) -> bytes:
-        from ..hashing import digest_bytes
-
         digest, size = str(ref["digest"]), int(ref["size"])
+        inline = ref.get("inline")
+        if inline is not None:
+            try:
+                data = base64.b64decode(inline, validate=True)
+            except ValueError as e:
+                raise CorruptEntry(f"inline stream {digest[:12]} is not base64") from e
+            if len(data) != size or digest_bytes(data) != digest:
+                raise CorruptEntry(f"inline stream {digest[:12]} does not match its digest")
+            return data
         try:
             data = self.backend.read(_blob_path(digest))
         except OSError as e:
@@ -217,8 +242,6 @@ class Store:
         return data
 
     def _map_blob(self, ref: Mapping[str, Any], repair: bool = True) -> memoryview:
-        from ..hashing import digest_bytes
-
         digest, size = str(ref["digest"]), int(ref["size"])
         try:
             view = self.backend.map(_blob_path(digest))
@@ -251,14 +274,18 @@ class Store:
         outputs: dict[str, Any] = {}
         try:
             for name, enc in encoded.items():
-                self._put_blob(enc.stream_digest, [enc.stream])
+                stream: dict[str, Any] = {"digest": enc.stream_digest, "size": len(enc.stream)}
+                if not enc.buffers and len(enc.stream) <= INLINE_MAX:
+                    stream["inline"] = base64.b64encode(enc.stream).decode("ascii")
+                else:
+                    self._put_blob(enc.stream_digest, [enc.stream])
                 refs = []
                 for digest, buf in zip(enc.buffer_digests, enc.buffers, strict=True):
                     self._put_blob(digest, [buf])
                     refs.append({"digest": digest, "size": buf.nbytes})
                 outputs[name] = {
                     "digest": enc.digest,
-                    "stream": {"digest": enc.stream_digest, "size": len(enc.stream)},
+                    "stream": stream,
                     "buffers": refs,
                     "size": enc.size,
                 }
@@ -356,9 +383,7 @@ class Store:
     def referenced_blobs(self) -> set[str]:
         refs: set[str] = set()
         for m in self.entries():
-            for info in m.outputs.values():
-                refs.add(info["stream"]["digest"])
-                refs.update(b["digest"] for b in info.get("buffers", ()))
+            refs.update(_blob_refs(m))
         return refs
 
     def remove_orphans(self, min_age: float = 0.0) -> list[str]:
@@ -427,9 +452,7 @@ class Store:
                 report.bad_entries.append(key)
                 continue
             assert m is not None
-            for info_out in m.outputs.values():
-                refs.add(info_out["stream"]["digest"])
-                refs.update(b["digest"] for b in info_out.get("buffers", ()))
+            refs.update(_blob_refs(m))
         for info in list(self.backend.walk("blobs")):
             name = info.path.rsplit("/", 1)[-1]
             if name.startswith(TMP_PREFIX):

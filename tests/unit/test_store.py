@@ -11,22 +11,26 @@ import pytest
 
 from nbflow.errors import NbflowWarning
 from nbflow.store import Store, encode, open_store, signing
-from nbflow.store.base import _blob_path, _manifest_path
+from nbflow.store.base import INLINE_MAX, _blob_path, _manifest_path
 
 KEY = "ab" * 16
 
 
 class Marker:
-    """Unpickling this writes a file: proof that a pickle was (or was not) loaded."""
+    """Unpickling this writes a file: proof that a pickle was (or was not) loaded.
 
-    def __init__(self, path: str) -> None:
+    ``pad`` makes its pickle larger than ``INLINE_MAX``, so it lands in a blob of its own.
+    """
+
+    def __init__(self, path: str, pad: int = INLINE_MAX) -> None:
         self.path = path
+        self.pad = pad
 
     def __reduce__(self):  # noqa: ANN204
-        return (_touch, (self.path,))
+        return (_touch, (self.path, "x" * self.pad))
 
 
-def _touch(path: str) -> str:
+def _touch(path: str, _pad: str = "") -> str:
     Path(path).write_text("loaded")
     return path
 
@@ -106,6 +110,46 @@ def test_bad_entries_are_a_miss_plus_one_warning_and_never_unpickled(tmp_path: P
     assert len(ours) == 1, [str(x.message) for x in w]
     assert "recomputed" in str(ours[0].message)
     assert not os.path.exists(marker), "a pickle from a bad entry was loaded"
+
+
+def test_small_values_live_in_the_manifest_and_are_verified(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "s")
+    m = put(store, small={"a": 1}, big="y" * (INLINE_MAX + 1))
+    assert "inline" in m.outputs["small"]["stream"] and "inline" not in m.outputs["big"]["stream"]
+    blobs = {p.name for p in (tmp_path / "s" / "blobs").rglob("*") if p.is_file()}
+    assert blobs == {m.outputs["big"]["stream"]["digest"]}
+    fresh = open_store(tmp_path / "s")
+    assert fresh.load_outputs(fresh.get(KEY)) == {"small": {"a": 1}, "big": "y" * (INLINE_MAX + 1)}
+    assert fresh.check().clean and fresh.referenced_blobs() == blobs
+
+
+@pytest.mark.parametrize("damage", ["edit_inline", "resigned_inline"])
+def test_a_damaged_inline_value_is_a_miss_and_never_unpickled(tmp_path: Path, damage: str) -> None:
+    """Editing the inline stream breaks the signature; even a correctly signed manifest whose
+    inline bytes do not match their digest (a bug, say) is refused before unpickling."""
+    import base64
+
+    marker = str(tmp_path / "marker")
+    store = open_store(tmp_path / "s")
+    put(store, v=Marker(marker, pad=0), w=1)
+    path = tmp_path / "s" / _manifest_path(KEY)
+    doc = json.loads(path.read_text())
+    stream = doc["manifest"]["outputs"]["v"]["stream"]
+    other = base64.b64decode(stream["inline"]).replace(b"marker", b"markeR")
+    stream["inline"] = base64.b64encode(other).decode()
+    if damage == "resigned_inline":
+        doc["sig"] = signing.sign(json.dumps(doc["manifest"], sort_keys=True, separators=(",", ":")).encode(),
+                                  signing.load_key())
+    path.write_text(json.dumps(doc))
+    fresh = open_store(tmp_path / "s")
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        m = fresh.get(KEY)
+        value = fresh.load_outputs(m) if m is not None else None
+    assert value is None
+    assert len([x for x in w if issubclass(x.category, NbflowWarning)]) == 1
+    assert not os.path.exists(marker) and not os.path.exists(marker[:-1] + "R")
+    assert not fresh.check().clean
 
 
 def test_strict_mode_raises(tmp_path: Path) -> None:
