@@ -56,6 +56,7 @@ class _TopLevel(ast.NodeVisitor):
         self.deleted: list[str] = []
         self.import_names: set[str] = set()
         self.imports: list[ast.stmt] = []
+        self.nested = False  # saw a function, class, lambda or comprehension: symtable needed
 
     # bookkeeping
     def bind(self, name: str) -> None:
@@ -155,6 +156,7 @@ class _TopLevel(ast.NodeVisitor):
         self.imports.append(node)
 
     def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        self.nested = True
         for d in node.decorator_list:
             self.visit(d)
         for default in [*node.args.defaults, *node.args.kw_defaults]:
@@ -165,6 +167,7 @@ class _TopLevel(ast.NodeVisitor):
     visit_AsyncFunctionDef = visit_FunctionDef
 
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        self.nested = True
         for d in node.decorator_list:
             self.visit(d)
         for b in [*node.bases, *(k.value for k in node.keywords)]:
@@ -172,17 +175,23 @@ class _TopLevel(ast.NodeVisitor):
         self.bind(node.name)
 
     def visit_Lambda(self, node: ast.Lambda) -> None:
+        self.nested = True
         for default in [*node.args.defaults, *node.args.kw_defaults]:
             if default is not None:
                 self.visit(default)
 
     def _comprehension(self, node: ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp) -> None:
+        self.nested = True
         self.visit(node.generators[0].iter)  # evaluated in the enclosing scope
         for sub in ast.walk(node):
             if isinstance(sub, ast.NamedExpr):  # binds in the enclosing scope
                 self.bind(sub.target.id)
 
     visit_ListComp = visit_SetComp = visit_GeneratorExp = visit_DictComp = _comprehension
+
+    def visit_TypeAlias(self, node: ast.AST) -> None:  # Python 3.12+: a lazily evaluated scope
+        self.nested = True
+        self.generic_visit(node)
 
     def visit_Delete(self, node: ast.Delete) -> None:
         for t in node.targets:
@@ -250,13 +259,20 @@ def analyze(source: str, tree: ast.Module | None = None) -> CellAnalysis:
     caller has it already)."""
     try:
         tree = tree if tree is not None else ast.parse(source)
-        table = symtable.symtable(source, "<cell>", "exec")
     except SyntaxError as e:
         raise AnalysisError(f"the cell has a syntax error on line {e.lineno}: {e.msg}") from e
     v = _TopLevel()
     for stmt in tree.body:
         v.visit(stmt)
-    eager_refs, nested_refs, nested_assigned = _nested_globals(table)
+    eager_refs: set[str] = set()
+    nested_refs: set[str] = set()
+    nested_assigned: set[str] = set()
+    if v.nested:  # symtable parses the text again: only worth it when there are inner scopes
+        try:
+            table = symtable.symtable(source, "<cell>", "exec")
+        except SyntaxError as e:
+            raise AnalysisError(f"the cell has a syntax error on line {e.lineno}: {e.msg}") from e
+        eager_refs, nested_refs, nested_assigned = _nested_globals(table)
     for name in sorted(nested_assigned):
         v.bind(name)
     reads = list(v.reads)

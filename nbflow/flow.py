@@ -18,7 +18,7 @@ from typing import Any, TypeVar, overload
 
 from . import keys
 from .batch import BatchMixin
-from .errors import NbflowError, NbflowWarning
+from .errors import CycleError, NbflowError, NbflowWarning
 from .events import Event, EventBus
 from .executor import Run, RunResult, StepOutput, StepState, execute
 from .graph import Graph, Step
@@ -126,12 +126,17 @@ class Flow(ScriptMixin, ImperativeMixin, ProcessGraphMixin, BatchMixin):
         old = self.graph.add(step)
         try:
             _ = self.graph.producers  # duplicates and cycles are reported at registration
-            self.graph.topological_order()
-        except NbflowError:
+            # the graph was acyclic before, so a new cycle passes through this step: ordering
+            # its ancestors finds it (with its whole path), and is the plan its run reuses
+            self.graph.topological_order([step.name])
+        except NbflowError as e:
             if old is not None:
                 self.graph.add(old)
             else:
                 self.graph.remove(step.name)
+            if isinstance(e, CycleError) and step.name in e.path[:-1]:
+                i = e.path.index(step.name)  # told from the step that closed it
+                raise CycleError([*e.path[i:-1], *e.path[:i], step.name]) from None
             raise
         if old is None or old != step:
             self._mark_stale([step.name])

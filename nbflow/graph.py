@@ -55,6 +55,7 @@ class Graph:
         self.steps: dict[str, Step] = {}
         self.inputs: dict[str, Any] = {}  # flow-level inputs (parameters): name -> spec
         self._producers: dict[str, str] | None = None
+        self._children: dict[str, list[str]] | None = None  # memo, cleared on mutation
         self._orders: dict[tuple[str, ...] | None, list[str]] = {}  # memo, cleared on mutation
         self._checked: set[tuple[str, ...] | None] = set()
         self.revision = 0  # bumped on every mutation: lets callers memoize what they derive
@@ -65,6 +66,7 @@ class Graph:
     def _changed(self) -> None:
         self.revision += 1
         self._producers = None
+        self._children = None
         self._orders.clear()
         self._checked.clear()
 
@@ -119,8 +121,15 @@ class Graph:
         return list(seen)
 
     def children(self, name: str) -> list[str]:
-        outs = set(self.get(name).outputs)
-        return [s.name for s in self.steps.values() if s.name != name and outs & set(s.inputs)]
+        """Steps that read an output of ``name``, in registration order."""
+        self.get(name)
+        if self._children is None:
+            children: dict[str, list[str]] = {n: [] for n in self.steps}
+            for step in self.steps.values():
+                for p in self.parents(step.name):
+                    children[p].append(step.name)
+            self._children = children
+        return list(self._children[name])
 
     def edges(self) -> list[tuple[str, str, tuple[str, ...]]]:
         """(producer, consumer, names that flow along the edge) for every edge."""
@@ -147,6 +156,8 @@ class Graph:
                 if child not in found:
                     found.add(child)
                     stack.append(child)
+        if not found:  # a leaf (the last cell of a notebook, typically): no order needed
+            return []
         return [s for s in self.topological_order() if s in found]
 
     def missing_inputs(self) -> list[tuple[str, str]]:

@@ -71,6 +71,27 @@ def normalize_body(body: list[ast.stmt], outputs: tuple[str, ...]) -> str:
     return _dump(body)
 
 
+_stmt_dumps: dict[tuple[str, int, int], str] = {}
+
+
+def normalize_cell(code: str, body: list[ast.stmt]) -> str:
+    """:func:`normalize_body` of a cell (no outputs) parsed from ``code``, memoized per
+    top-level statement by its text: an edit re-dumps only the statements it touched."""
+    body = _strip_docstring(list(body))
+    lines = code.splitlines(keepends=True)
+    parts = []
+    for node in body:
+        end = node.end_lineno or node.lineno
+        memo = ("".join(lines[node.lineno - 1:end]), node.col_offset, node.end_col_offset or 0)
+        text = _stmt_dumps.get(memo)
+        if text is None:
+            if len(_stmt_dumps) > 8192:
+                _stmt_dumps.clear()
+            text = _stmt_dumps[memo] = ast.dump(node, annotate_fields=False, include_attributes=False)
+        parts.append(text)
+    return "\n".join(parts)
+
+
 def normalize_source(source: str, outputs: tuple[str, ...] = ()) -> str:
     """Normalize module-level code (a cell)."""
     return normalize_body(ast.parse(source).body, outputs)

@@ -173,19 +173,9 @@ def step_info(step: Any, *, with_source: bool = True, cell: tuple[str | None, st
     }
 
 
-def graph_signature(graph: Any, cell_of: CellOf | None = None) -> tuple[Any, ...]:
-    """Everything the drawing and the cell map depend on; equal signatures need no update."""
-    return tuple(
-        (
-            s.name,
-            tuple(s.inputs),
-            tuple(s.outputs),
-            (s.meta or {}).get("cell_id"),
-            (s.meta or {}).get("cell_source"),
-            cell_of(s.name) if cell_of else None,
-        )
-        for s in graph.steps.values()
-    )
+def graph_structure(graph: Any) -> tuple[Any, ...]:
+    """What the drawing depends on: steps and their reads and binds (hence the edges)."""
+    return tuple((s.name, tuple(s.inputs), tuple(s.outputs)) for s in graph.steps.values())
 
 
 def _label(text: str) -> str:
@@ -450,53 +440,67 @@ class Throttle:
     """Calls ``fn`` at most once per ``interval`` seconds.
 
     A poke after a quiet spell calls at once (no added latency); pokes during the interval are
-    folded into one call at its end, made from a timer thread (the kernel's main thread may be
-    busy running steps). ``flush`` makes a pending call now.
+    folded into one call at its end, made from a helper thread (the kernel's main thread may be
+    busy running steps). One thread per throttle, started on first need and then waiting on a
+    condition: starting a timer thread per interval would cost every cell a thread start.
+    ``flush`` makes a pending call now.
     """
 
     def __init__(self, fn: Callable[[], None], interval: float) -> None:
         self._fn = fn
         self.interval = interval
-        self._lock = threading.Lock()
+        self._cond = threading.Condition(threading.Lock())
         self._call_lock = threading.Lock()
-        self._timer: threading.Timer | None = None
+        self._thread: threading.Thread | None = None
         self._pending = False
         self._last = 0.0
         self._closed = False
 
     def poke(self) -> None:
-        with self._lock:
+        with self._cond:
             if self._closed:
                 return
             self._pending = True
-            if self._timer is not None:
-                return
-            wait = self._last + self.interval - time.monotonic()
-            if wait > 0:
-                self._timer = threading.Timer(wait, self.flush)
-                self._timer.daemon = True
-                self._timer.start()
+            if self._last + self.interval > time.monotonic():
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="nbflow-throttle",
+                                                    daemon=True)
+                    self._thread.start()
+                self._cond.notify()
                 return
         self.flush()
 
     def flush(self) -> None:
         with self._call_lock:
-            with self._lock:
-                timer, self._timer = self._timer, None
-                if timer is not None and timer is not threading.current_thread():
-                    timer.cancel()
+            with self._cond:
                 if not self._pending or self._closed:
                     return
                 self._pending = False
                 self._last = time.monotonic()
             self._fn()
 
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed:
+                    if not self._pending:
+                        self._cond.wait()
+                        continue
+                    wait = self._last + self.interval - time.monotonic()
+                    if wait <= 0:
+                        break
+                    self._cond.wait(wait)
+                if self._closed:
+                    return
+            try:
+                self.flush()
+            except Exception as e:  # a failed send must not end the thread
+                log.debug("nbflow: a throttled call failed: %s", e)
+
     def close(self) -> None:
-        with self._lock:
+        with self._cond:
             self._closed = True
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            self._cond.notify_all()
 
 
 class Batcher:
@@ -556,7 +560,9 @@ class FlowMirror:
         self._lock = threading.RLock()
         self.statuses: dict[str, StatusInfo] = {}
         self.busy: set[str] = set()
-        self._signature: tuple[Any, ...] = ()
+        self._structure: tuple[Any, ...] | None = None
+        self._revision: Any = None
+        self._infos: dict[str, tuple[Any, Any, StepInfo]] = {}  # name -> (step, cell, facts)
         self.graph: GraphInfo = {"dot": "", "nodes": [], "steps": {}}
         self.refresh_graph(notify=False)
         self.refresh_statuses(notify=False)
@@ -567,25 +573,53 @@ class FlowMirror:
             self._unsubscribe()
             self._unsubscribe = None
 
-    def refresh_graph(self, notify: bool = True) -> bool:
-        """Re-read the graph; returns (and reports) whether its drawing changed."""
+    def refresh_graph(self, notify: bool = True, *, force: bool = True) -> bool:
+        """Re-read the graph; returns (and reports) whether what views show of it changed.
+
+        The drawing is rebuilt only when steps or edges change, and a step's facts only when
+        its Step or its cell changed, so an edited cell costs one ``step_info``, not a graph.
+        ``force=False`` returns at once while the graph's revision is unchanged: an edit emits
+        one event per stale descendant, and only the first needs a look.
+        """
         with self._lock:
-            signature = graph_signature(self.flow.graph, self._cell_of)
-            if signature == self._signature:
+            graph = self.flow.graph
+            revision = getattr(graph, "revision", None)
+            if not force and revision is not None and revision == self._revision:
                 return False
-            self._signature = signature
-            self.graph = graph_info(
-                self.flow.graph, with_source=self._with_source, cell_of=self._cell_of
-            )
-            known = set(self.graph["nodes"])
+            self._revision = revision
+            structure = graph_structure(graph)
+            changed = structure != self._structure
+            dot, nodes = self.graph["dot"], self.graph["nodes"]
+            if changed:
+                g, nodes = build_digraph(graph)
+                dot = g.source
+                self._structure = structure
+            steps: dict[str, StepInfo] = {}
+            for n in nodes:
+                step = graph.steps[n]
+                cell = self._cell_of(n) if self._cell_of else None
+                memo = self._infos.get(n)
+                if memo is not None and memo[0] is step and memo[1] == cell:
+                    steps[n] = memo[2]
+                    continue
+                info = step_info(step, with_source=self._with_source, cell=cell)
+                self._infos[n] = (step, cell, info)
+                changed = changed or info != self.graph["steps"].get(n)
+                steps[n] = info
+            for gone in set(self._infos) - set(nodes):
+                del self._infos[gone]
+            if not changed:
+                return False
+            self.graph = {"dot": dot, "nodes": nodes, "steps": steps}
+            known = set(nodes)
             for gone in set(self.statuses) - known:
                 del self.statuses[gone]
                 self.busy.discard(gone)
             for name in known - set(self.statuses):
                 self.statuses[name] = {"status": "stale"}
-            graph = self.graph
+            graph_now = self.graph
         if notify:
-            self._on_graph(graph)
+            self._on_graph(graph_now)
         return True
 
     def refresh_statuses(self, notify: bool = True) -> dict[str, StatusInfo]:
@@ -626,7 +660,7 @@ class FlowMirror:
             return  # per-item progress of a foreach step: the step's own events follow
         with self._lock:
             if event.step not in self.statuses or event.status == "stale":
-                self.refresh_graph()
+                self.refresh_graph(force=False)
             if event.step not in self.statuses:
                 return
             info = merge_status(self.statuses.get(event.step), event, self._ledger)

@@ -90,14 +90,17 @@ def compile_cell(shell: Any, body: str, store: Any = None) -> Compiled:
     return compiled
 
 
-_UNUSUAL = re.compile(r"[%!?]|^[ \t]*(?:>>>|\.\.\.|In \[|[,;/])", re.MULTILINE)
+# what IPython's transformers act on: an escape character first on a line (%magic, !cmd, ?obj,
+# autocall's , ; /), prompts, `x = %magic` / `x = !cmd`, and `obj?`. A `%` or `!` elsewhere is
+# Python (modulo, `!=`, string formatting), and IPython leaves it alone.
+_UNUSUAL = re.compile(r"^[ \t]*(?:[%!?,;/]|>>>|\.\.\.|In \[)|=[ \t]*[%!]|\?", re.MULTILINE)
 
 
 def transform(shell: Any, body: str) -> str:
     """IPython's ``transform_cell``, without its tokenizer when it could change nothing.
 
-    For a multi-line cell with no ``%``, ``!`` or ``?`` anywhere, no prompt and no escape
-    character starting a line, and a shell with IPython's default transformers, the result is
+    For a multi-line cell with no escape character starting a line, no ``= %``/``= !``, no
+    ``?``, no prompt, and a shell with IPython's default transformers, the result is
     what IPython's cleanup steps give: leading blank lines dropped, common indentation removed,
     a final newline. Anything else goes through IPython itself.
     """
@@ -129,7 +132,7 @@ def _fresh(shell: Any, body: str) -> Compiled:
     except SyntaxError as e:
         raise AnalysisError(f"the cell has a syntax error on line {e.lineno}: {e.msg}") from None
     analysis = analyze(code, tree)
-    compiled = Compiled(code, analysis, keys.normalize_body(tree.body, ()),
+    compiled = Compiled(code, analysis, keys.normalize_cell(code, tree.body),
                         semicolon_at_end(body), not tree.body)
     try:
         compiled._objects = _compile(shell, code, compiled.quiet, tree)

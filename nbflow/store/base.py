@@ -299,14 +299,22 @@ class Store:
                 **{k: v for k, v in (meta or {}).items() if k != "output_info"},
                 "outputs": outputs,
             }
-            body = json.loads(_canonical(data))  # what is signed is exactly what is stored
-            doc = {"manifest": body, "sig": signing.sign(_canonical(body), self._key)}
-            self.backend.write_atomic(_manifest_path(key), [json.dumps(doc).encode()])
+            body, doc = self._signed("manifest", data)
+            self.backend.write_atomic(_manifest_path(key), [doc])
         except OSError as e:
             raise StoreWriteError(f"{type(e).__name__}: {e}") from e
         manifest = Manifest(key, body)
         self._memo[key] = (self.backend.signature(_manifest_path(key)), manifest)
         return manifest
+
+    def _signed(self, field: str, data: Mapping[str, Any]) -> tuple[Any, bytes]:
+        """(body, document bytes) of ``{field: body, "sig": ...}``. The body is ``data`` after one
+        JSON round trip, so what is signed is exactly what a reader parses back; its canonical
+        text is signed and also written as is."""
+        body = json.loads(_canonical(data))
+        text = _canonical(body)
+        sig = signing.sign(text, self._key)
+        return body, b'{"' + field.encode() + b'":' + text + b',"sig":"' + sig.encode() + b'"}'
 
     def _put_blob(self, digest: str, chunks: list[bytes | memoryview]) -> None:
         path = _blob_path(digest)
@@ -319,10 +327,9 @@ class Store:
     def put_record(self, kind: str, name: str, data: Mapping[str, Any]) -> None:
         if not (_RECORD_NAME.match(kind) and _RECORD_NAME.match(name)):
             raise ValueError(f"bad record name {kind!r}/{name!r}")
-        body = json.loads(_canonical(data))
-        doc = {"record": body, "sig": signing.sign(_canonical(body), self._key)}
+        _body, doc = self._signed("record", data)
         try:
-            self.backend.write_atomic(f"records/{kind}/{name}.json", [json.dumps(doc).encode()])
+            self.backend.write_atomic(f"records/{kind}/{name}.json", [doc])
         except OSError as e:
             raise StoreWriteError(f"{type(e).__name__}: {e}") from e
 

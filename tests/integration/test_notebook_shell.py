@@ -404,6 +404,16 @@ TRANSFORM_CORPUS = [
     "single = 1",
     "print 1",
     "a = 'it\\'s'\nb = \"100% sure\"",
+    "a = 7 % 3\nb = a != 1\nc = '%s' % a",
+    "x = %time 1\ny = 2",
+    "x =%time 1\ny = 2",
+    "y = 1\nx=!ls",
+    "for i in range(2):\n    %time i\n",
+    "for i in range(2):\n    !echo hi\n",
+    "a = (1\n     % 2)\nb = 3",
+    "t = f'{1 if 2 != 3 else 4}'\nu = not t",
+    "x = 1\nprint(x)  # done? yes\n",
+    "def f(a):\n    return a % 2\nf?\n",
 ]
 
 

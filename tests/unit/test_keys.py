@@ -51,6 +51,27 @@ def test_cell_and_exported_function_normalize_alike() -> None:
     assert keys.normalize_source(cell, ("model",)) == keys.function_code(func, ("model",))
 
 
+CELLS = [
+    "a = 1; b = 2\nc = (a +\n     b)\n",
+    '"""doc"""\nx = 1\n',
+    "def f():\n    return 1\nf()\n",
+    "if x:\n    y = 1\nelse:\n    y = 2\nz = y  # note\n",
+    "a = 1; b = 2\n",
+    "b = 2; a = 1\n",
+]
+
+
+def test_cell_normalization_memoized_per_statement_equals_the_whole_dump() -> None:
+    seen: dict[str, str] = {}
+    for _ in range(2):  # the second round is served from the per-statement memo
+        for src in CELLS:
+            tree = ast.parse(src)
+            got = keys.normalize_cell(src, tree.body)
+            assert got == keys.normalize_body(tree.body, ())
+            assert seen.setdefault(src, got) == got
+    assert len(set(seen.values())) == len(CELLS)
+
+
 def test_helper_edit_changes_fingerprint_recursively() -> None:
     src = textwrap.dedent("""
         def inner(v):

@@ -413,3 +413,43 @@ def test_importing_the_core_does_not_import_widgets() -> None:
 def test_graphviz_escape_is_what_labels_use() -> None:
     # the guarantee the DOT builder relies on: escaped text is never an HTML label
     assert isinstance(graphviz.escape("<b>"), graphviz.quoting.NoHtml)
+
+
+def test_throttle_calls_at_once_then_folds_pokes_into_one_call_per_interval() -> None:
+    import threading
+    import time
+
+    from nbflow.widget import Throttle
+
+    calls: list[str] = []
+    done = threading.Event()
+
+    def fn() -> None:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 2:
+            done.set()
+
+    t = Throttle(fn, 0.05)
+    t.poke()
+    assert calls == [threading.current_thread().name]  # a quiet spell: called at once
+    for _ in range(50):
+        t.poke()  # folded
+    assert len(calls) == 1
+    assert done.wait(2.0)
+    assert calls[1] == "nbflow-throttle" and len(calls) == 2
+    t.poke()
+    t.flush()  # a pending call made now, on the caller's thread
+    assert len(calls) == 3 and calls[2] == threading.current_thread().name
+    time.sleep(0.1)
+    assert len(calls) == 3  # nothing was pending any more
+    t.poke()
+    assert len(calls) == 4  # the interval has passed: at once
+    t.poke()  # pending, for the helper thread...
+    t.close()  # ...which stops without calling
+    time.sleep(0.1)
+    t.poke()
+    assert len(calls) == 4
+    thread = t._thread
+    assert thread is not None
+    thread.join(1.0)
+    assert not thread.is_alive()
