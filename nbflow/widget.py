@@ -178,81 +178,76 @@ def graph_structure(graph: Any) -> tuple[Any, ...]:
     return tuple((s.name, tuple(s.inputs), tuple(s.outputs)) for s in graph.steps.values())
 
 
-def _label(text: str) -> str:
-    """A DOT label that shows ``text`` literally (no escapes, never an HTML label)."""
-    return graphviz.escape(text)
+def _text(text: str) -> str:
+    """``text`` for inside a DOT double-quoted label, shown literally: backslashes (DOT's label
+    escapes such as ``\\l``) and quotes are escaped. Labels are never HTML-like."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _attrs(attrs: Mapping[str, str]) -> str:
+    return " ".join(f'{k}="{_text(v)}"' for k, v in attrs.items())
 
 
 def _edge_label(names: Iterable[str]) -> str:
     names = list(names)
     shown = names if len(names) <= 5 else [*names[:4], f"+{len(names) - 4} more"]
-    return graphviz.nohtml("\\n".join(graphviz.escape(n) for n in shown))
+    return "\\n".join(_text(n) for n in shown)
+
+
+GRAPH_ATTRS = {"rankdir": "TB", "nodesep": "0.3", "ranksep": "0.35", "pad": "0.12",
+               "bgcolor": "transparent"}
+LARGE_GRAPH_ATTRS = {"mclimit": "0.3", "nslimit": "2", "nslimit1": "2", "searchsize": "20"}
+NODE_ATTRS = {"shape": "box", "style": "rounded,filled", "fillcolor": "#ffffff", "color": "#5f6b7a",
+              "fontname": "Helvetica", "fontsize": "11", "margin": "0.14,0.05", "height": "0.3"}
+EDGE_ATTRS = {"fontname": "Helvetica", "fontsize": "9", "color": "#7d8896", "fontcolor": "#4a5360",
+              "arrowsize": "0.6"}
 
 
 def build_digraph(
     graph: Any, statuses: Mapping[str, StatusInfo] | None = None
-) -> tuple[graphviz.Digraph, list[str]]:
-    """The graph as DOT. Node ``n{i}`` is step ``nodes[i]``; edges carry the variable names.
+) -> tuple[str, list[str]]:
+    """(DOT source, nodes). Node ``n{i}`` is step ``nodes[i]``; edges carry the variable names.
 
     Without ``statuses`` every node carries the same status placeholder (the browser fills in the
     live status); with them the labels and fills show the statuses (the server-side fallback).
+    The source is written directly, every value quoted: it is rebuilt whenever a step appears
+    (each cell of a fresh kernel's run-all), and a DOT library's generic quoting cost ~20 µs a
+    node.
     """
     nodes = list(graph.steps)
     index = {name: i for i, name in enumerate(nodes)}
-    attrs = {
-        "rankdir": "TB",
-        "nodesep": "0.3",
-        "ranksep": "0.35",
-        "pad": "0.12",
-        "bgcolor": "transparent",
-    }
-    if len(nodes) > LARGE_GRAPH:
-        attrs.update(mclimit="0.3", nslimit="2", nslimit1="2", searchsize="20")
-    g = graphviz.Digraph(
-        name="nbflow",
-        graph_attr=attrs,
-        node_attr={
-            "shape": "box",
-            "style": "rounded,filled",
-            "fillcolor": "#ffffff",
-            "color": "#5f6b7a",
-            "fontname": "Helvetica",
-            "fontsize": "11",
-            "margin": "0.14,0.05",
-            "height": "0.3",
-        },
-        edge_attr={
-            "fontname": "Helvetica",
-            "fontsize": "9",
-            "color": "#7d8896",
-            "fontcolor": "#4a5360",
-            "arrowsize": "0.6",
-        },
-    )
+    attrs = {**GRAPH_ATTRS, **(LARGE_GRAPH_ATTRS if len(nodes) > LARGE_GRAPH else {})}
+    lines = [
+        "digraph nbflow {",
+        f"\tgraph [{_attrs(attrs)}]",
+        f"\tnode [{_attrs(NODE_ATTRS)}]",
+        f"\tedge [{_attrs(EDGE_ATTRS)}]",
+    ]
+    placeholder = _text(STATUS_PLACEHOLDER)
     for name, i in index.items():
         if statuses is None:
-            status_line = STATUS_PLACEHOLDER
-            extra: dict[str, str] = {}
-        else:
-            status = statuses.get(name, {}).get("status", "stale")
-            status_line = f"{STATUS_ICONS[status]} {status}"
-            extra = {"fillcolor": STATUS_FILLS[status]}
-            if status == "stale":
-                extra["style"] = "rounded,filled,dashed"
-            elif status == "failed":
-                extra["penwidth"] = "2"
-        label = graphviz.nohtml(_label(name) + "\\n" + status_line)
-        g.node(f"n{i}", label=label, **extra)
+            lines.append(f'\tn{i} [label="{_text(name)}\\n{placeholder}"]')
+            continue
+        status = statuses.get(name, {}).get("status", "stale")
+        extra = {"fillcolor": STATUS_FILLS[status]}
+        if status == "stale":
+            extra["style"] = "rounded,filled,dashed"
+        elif status == "failed":
+            extra["penwidth"] = "2"
+        label = f"{_text(name)}\\n{_text(f'{STATUS_ICONS[status]} {status}')}"
+        lines.append(f'\tn{i} [label="{label}" {_attrs(extra)}]')
     for producer, consumer, names in graph.edges():
         if producer in index and consumer in index:
-            g.edge(f"n{index[producer]}", f"n{index[consumer]}", label=_edge_label(names))
-    return g, nodes
+            lines.append(f'\tn{index[producer]} -> n{index[consumer]} '
+                         f'[label="{_edge_label(names)}"]')
+    lines.append("}")
+    return "\n".join(lines) + "\n", nodes
 
 
 def graph_info(graph: Any, *, with_source: bool = True, cell_of: CellOf | None = None) -> GraphInfo:
-    g, nodes = build_digraph(graph)
+    dot, nodes = build_digraph(graph)
     return {
-        "dot": g.source,
+        "dot": dot,
         "nodes": nodes,
         "steps": {
             n: step_info(
@@ -339,9 +334,9 @@ def render_svg(graph: Any, statuses: Mapping[str, StatusInfo]) -> str | None:
     """SVG through the system ``dot`` when it is installed (else None)."""
     if not graph.steps or len(graph.steps) > SVG_FALLBACK_LIMIT or shutil.which("dot") is None:
         return None
-    g, _ = build_digraph(graph, statuses)
+    dot, _ = build_digraph(graph, statuses)
     try:
-        return g.pipe(format="svg", encoding="utf-8")
+        return graphviz.Source(dot).pipe(format="svg", encoding="utf-8")
     except Exception as e:  # the fallback of a fallback: the text table still shows
         log.debug("system dot failed: %s", e)
         return None
@@ -591,8 +586,7 @@ class FlowMirror:
             changed = structure != self._structure
             dot, nodes = self.graph["dot"], self.graph["nodes"]
             if changed:
-                g, nodes = build_digraph(graph)
-                dot = g.source
+                dot, nodes = build_digraph(graph)
                 self._structure = structure
             steps: dict[str, StepInfo] = {}
             for n in nodes:
