@@ -115,6 +115,10 @@ def merge_status(previous: StatusInfo | None, event: Any, ledger: SessionLedger 
     return info
 
 
+def _same_but_time(a: StatusInfo, b: StatusInfo) -> bool:
+    return len(a) == len(b) and all(k == "time" or b.get(k) == v for k, v in a.items())
+
+
 class SessionLedger:
     """Which version (key) of each step this process computed: what a view calls ``done``.
 
@@ -657,7 +661,10 @@ class FlowMirror:
                 self.refresh_graph(force=False)
             if event.step not in self.statuses:
                 return
-            info = merge_status(self.statuses.get(event.step), event, self._ledger)
+            old = self.statuses.get(event.step)
+            info = merge_status(old, event, self._ledger)
+            if old is not None and _same_but_time(old, info):
+                return  # no news (a cached ancestor checked again): nothing to send
             self.statuses[event.step] = info
             self._track_busy(event.step, info["status"])
         self._on_status({event.step: info})

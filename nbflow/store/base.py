@@ -131,6 +131,9 @@ def _blob_refs(m: Manifest) -> Iterator[str]:
             yield b["digest"]
 
 
+_SIG_TAIL = b',"sig":"'
+
+
 def _canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
 
@@ -194,16 +197,37 @@ class Store:
         self._memo[key] = (sig, manifest)
         return manifest
 
-    def _verify_manifest(self, key: str, raw: bytes) -> Manifest | None:
+    def _open_signed(self, field: str, raw: bytes) -> tuple[Any, str | None]:
+        """(body, None) for a document signed with this user's key, else (None, why).
+
+        The layout :meth:`_signed` writes, ``{"<field>":<body>,"sig":"<64 hex>"}``, is checked
+        over the body's bytes as stored (no re-encoding: verifying is most of the first hit of
+        an entry in a process). A document in any other layout, e.g. rewritten by a tool, is
+        parsed and checked over its canonical form.
+        """
+        head = b'{"' + field.encode() + b'":'
+        tail = len(_SIG_TAIL) + 66  # ,"sig":" + 64 hex + "}
+        if raw.startswith(head) and len(raw) > len(head) + tail and raw.endswith(b'"}'):
+            text, end = raw[len(head):-tail], raw[-tail:]
+            if end.startswith(_SIG_TAIL) and signing.verify(text, end[len(_SIG_TAIL):-2].decode(
+                    "ascii", "replace"), self._key):
+                try:
+                    return json.loads(text), None
+                except ValueError:
+                    return None, f"{field} is truncated or not JSON"
         try:
             doc = json.loads(raw)
-            data = doc["manifest"]
-            signature = doc["sig"]
+            body, signature = doc[field], doc["sig"]
         except (ValueError, KeyError, TypeError):
-            self._bad(key, "manifest is truncated or not JSON")
-            return None
-        if not isinstance(signature, str) or not signing.verify(_canonical(data), signature, self._key):
-            self._bad(key, "signature does not match this user's key: tampered or foreign entry")
+            return None, f"{field} is truncated or not JSON"
+        if not isinstance(signature, str) or not signing.verify(_canonical(body), signature, self._key):
+            return None, "signature does not match this user's key: tampered or foreign entry"
+        return body, None
+
+    def _verify_manifest(self, key: str, raw: bytes) -> Manifest | None:
+        data, why = self._open_signed("manifest", raw)
+        if why is not None or not isinstance(data, dict):
+            self._bad(key, why or "manifest is not a JSON object")
             return None
         if data.get("key") != key or data.get("format") != MANIFEST_FORMAT:
             self._bad(key, "manifest belongs to another key or format")
@@ -308,13 +332,11 @@ class Store:
         return manifest
 
     def _signed(self, field: str, data: Mapping[str, Any]) -> tuple[Any, bytes]:
-        """(body, document bytes) of ``{field: body, "sig": ...}``. The body is ``data`` after one
-        JSON round trip, so what is signed is exactly what a reader parses back; its canonical
-        text is signed and also written as is."""
-        body = json.loads(_canonical(data))
-        text = _canonical(body)
+        """(body, document bytes) of ``{field: body, "sig": ...}``: the canonical text of
+        ``data`` is signed and written as is; ``body`` is what a reader parses back from it."""
+        text = _canonical(data)
         sig = signing.sign(text, self._key)
-        return body, b'{"' + field.encode() + b'":' + text + b',"sig":"' + sig.encode() + b'"}'
+        return json.loads(text), b'{"' + field.encode() + b'":' + text + _SIG_TAIL + sig.encode() + b'"}'
 
     def _put_blob(self, digest: str, chunks: list[bytes | memoryview]) -> None:
         path = _blob_path(digest)
@@ -337,12 +359,13 @@ class Store:
         if not (_RECORD_NAME.match(kind) and _RECORD_NAME.match(name)):
             return None
         try:
-            doc = json.loads(self.backend.read(f"records/{kind}/{name}.json"))
-            body, sig = doc["record"], doc["sig"]
-        except (OSError, ValueError, KeyError, TypeError):
+            raw = self.backend.read(f"records/{kind}/{name}.json")
+        except OSError:
             return None
-        if not isinstance(sig, str) or not signing.verify(_canonical(body), sig, self._key):
-            self._bad(f"{kind}/{name}", "record signature does not match")
+        body, why = self._open_signed("record", raw)
+        if why is not None or not isinstance(body, dict):
+            if why is not None and "signature" in why:
+                self._bad(f"{kind}/{name}", "record signature does not match")
             return None
         return dict(body)
 

@@ -152,6 +152,21 @@ def test_a_damaged_inline_value_is_a_miss_and_never_unpickled(tmp_path: Path, da
     assert not fresh.check().clean
 
 
+def test_signature_checked_over_stored_bytes_or_canonical_form(tmp_path: Path) -> None:
+    """As written, the signature covers the manifest's bytes; a reformatted but unchanged
+    document still verifies (canonical form); an edit in either layout is a miss."""
+    store = open_store(tmp_path / "s")
+    put(store, x=[1, 2, 3])
+    path = tmp_path / "s" / _manifest_path(KEY)
+    raw = path.read_bytes()
+    assert raw.startswith(b'{"manifest":{') and b'"duration":1.5' in raw
+    path.write_text(json.dumps(json.loads(raw), indent=2))  # reformatted only
+    assert open_store(tmp_path / "s").load_outputs(open_store(tmp_path / "s").get(KEY)) == {"x": [1, 2, 3]}
+    path.write_bytes(raw.replace(b'"duration":1.5', b'"duration":9.5'))  # same layout, edited
+    with pytest.warns(NbflowWarning, match="signature does not match"):
+        assert open_store(tmp_path / "s").get(KEY) is None
+
+
 def test_strict_mode_raises(tmp_path: Path) -> None:
     from nbflow.store import CorruptEntry
 
