@@ -59,6 +59,7 @@ def bench_hit(tmp: Path) -> None:
     flow.run("tiny")
     n = 2000
     ours = best_of(lambda: flow.run("tiny"), repeat=7, number=n)
+    with_value = best_of(lambda: flow.run("tiny")["tiny"], repeat=7, number=n)
 
     memory = joblib.Memory(str(tmp / "joblib"), verbose=0)
 
@@ -69,8 +70,10 @@ def bench_hit(tmp: Path) -> None:
     cached(21)
     theirs = best_of(lambda: cached(21), repeat=7, number=n // 4)
     line("nbflow flow.run(step), all cached", f"{ours * 1e6:.1f} µs")
+    line("nbflow flow.run(step)[output], value loaded", f"{with_value * 1e6:.1f} µs")
     line("joblib.Memory cached call (baseline)", f"{theirs * 1e6:.1f} µs",
-         f"nbflow {theirs / ours:.1f}x faster", "target ≤ 30 µs and ≥ 4x")
+         f"nbflow {theirs / ours:.1f}x faster ({theirs / with_value:.1f}x with the value)",
+         "target ≤ 30 µs and ≥ 4x")
 
 
 def bench_chain(tmp: Path) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import builtins
 import symtable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import NbflowError
@@ -47,27 +48,55 @@ class CellAnalysis:
     nested_reads: tuple[str, ...] = ()
 
 
-class _TopLevel(ast.NodeVisitor):
-    """Walks top-level statements in execution order; nested scopes are left to symtable."""
+Op = tuple[str, str]  # ("bind" | "read" | "delete" | "import_name" | "import", name or text)
+
+
+class _State:
+    """What the top level binds and reads, folded from the ops of its statements in order."""
 
     def __init__(self) -> None:
         self.bound: list[str] = []
         self.reads: list[str] = []
         self.deleted: list[str] = []
         self.import_names: set[str] = set()
-        self.imports: list[ast.stmt] = []
-        self.nested = False  # saw a function, class, lambda or comprehension: symtable needed
+        self.imports: list[str] = []
 
-    # bookkeeping
     def bind(self, name: str) -> None:
         if name not in self.bound:
             self.bound.append(name)
         if name in self.deleted:
             self.deleted.remove(name)
 
+    def apply(self, ops: Iterable[Op]) -> None:
+        for kind, name in ops:
+            if kind == "bind":
+                self.bind(name)
+            elif kind == "read":
+                if name not in self.bound and name not in self.reads:
+                    self.reads.append(name)
+            elif kind == "delete":
+                self.deleted.append(name)
+            elif kind == "import_name":
+                self.import_names.add(name)
+            else:
+                self.imports.append(name)
+
+
+class _TopLevel(ast.NodeVisitor):
+    """Walks one top-level statement in execution order, recording what it binds and reads as
+    ops (the same statement always gives the same ops, so they are memoized by its text);
+    nested scopes are left to symtable."""
+
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+        self.nested = False  # saw a function, class, lambda or comprehension: symtable needed
+
+    # bookkeeping
+    def bind(self, name: str) -> None:
+        self.ops.append(("bind", name))
+
     def read(self, name: str) -> None:
-        if name not in self.bound and name not in self.reads:
-            self.reads.append(name)
+        self.ops.append(("read", name))
 
     def bind_target(self, target: ast.expr) -> None:
         if isinstance(target, ast.Name):
@@ -134,14 +163,14 @@ class _TopLevel(ast.NodeVisitor):
         for stmt in node.body:
             self.visit(stmt)
         if node.name:  # Python deletes the name at the end of the handler
-            self.deleted.append(node.name)
+            self.ops.append(("delete", node.name))
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
             name = alias.asname or alias.name.partition(".")[0]
             self.bind(name)
-            self.import_names.add(name)
-        self.imports.append(node)
+            self.ops.append(("import_name", name))
+        self.ops.append(("import", ast.unparse(node)))
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         for alias in node.names:
@@ -152,8 +181,8 @@ class _TopLevel(ast.NodeVisitor):
                 )
             name = alias.asname or alias.name
             self.bind(name)
-            self.import_names.add(name)
-        self.imports.append(node)
+            self.ops.append(("import_name", name))
+        self.ops.append(("import", ast.unparse(node)))
 
     def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         self.nested = True
@@ -196,7 +225,7 @@ class _TopLevel(ast.NodeVisitor):
     def visit_Delete(self, node: ast.Delete) -> None:
         for t in node.targets:
             if isinstance(t, ast.Name):
-                self.deleted.append(t.id)
+                self.ops.append(("delete", t.id))
             else:
                 self.visit(t)
 
@@ -254,6 +283,11 @@ def _nested_globals(table: symtable.SymbolTable, eager: bool = True
     return now, later - now, assigned
 
 
+# top-level statement (text, first and last column) -> (its ops, has inner scopes): an edited
+# cell re-walks only the statements that changed
+_stmt_ops: dict[tuple[str, int, int], tuple[tuple[Op, ...], bool]] = {}
+
+
 def analyze(source: str, tree: ast.Module | None = None) -> CellAnalysis:
     """Analyse a cell's (already IPython-transformed) source (``tree``: its parse, if the
     caller has it already)."""
@@ -261,13 +295,25 @@ def analyze(source: str, tree: ast.Module | None = None) -> CellAnalysis:
         tree = tree if tree is not None else ast.parse(source)
     except SyntaxError as e:
         raise AnalysisError(f"the cell has a syntax error on line {e.lineno}: {e.msg}") from e
-    v = _TopLevel()
+    v = _State()
+    inner_scopes = False
+    lines = source.splitlines(keepends=True)
     for stmt in tree.body:
-        v.visit(stmt)
+        end = stmt.end_lineno or stmt.lineno
+        memo = ("".join(lines[stmt.lineno - 1:end]), stmt.col_offset, stmt.end_col_offset or 0)
+        hit = _stmt_ops.get(memo)
+        if hit is None:
+            walker = _TopLevel()
+            walker.visit(stmt)
+            if len(_stmt_ops) > 8192:
+                _stmt_ops.clear()
+            hit = _stmt_ops[memo] = (tuple(walker.ops), walker.nested)
+        v.apply(hit[0])
+        inner_scopes = inner_scopes or hit[1]
     eager_refs: set[str] = set()
     nested_refs: set[str] = set()
     nested_assigned: set[str] = set()
-    if v.nested:  # symtable parses the text again: only worth it when there are inner scopes
+    if inner_scopes:  # symtable parses the text again: only worth it when there are inner scopes
         try:
             table = symtable.symtable(source, "<cell>", "exec")
         except SyntaxError as e:
@@ -294,7 +340,7 @@ def analyze(source: str, tree: ast.Module | None = None) -> CellAnalysis:
         binds=tuple(v.bound),
         outputs=outputs,
         reads=tuple(reads),
-        imports=tuple(ast.unparse(s) for s in v.imports),
+        imports=tuple(v.imports),
         deletes=tuple(v.deleted),
         nested_reads=tuple(n for n in nested if n not in _BUILTINS),
     )

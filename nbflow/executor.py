@@ -266,7 +266,7 @@ class Run:
         volatile = VOLATILE in "".join(merged.values()) if merged else False
         if step.cache and not volatile and step.name not in self.force:
             manifest = self.store.get(key)
-            if manifest is not None and all(o in manifest.outputs for o in step.outputs):
+            if manifest is not None and _has_outputs(manifest, step.outputs):
                 self.take(step, manifest)
                 self.cached.append(step.name)
                 duration = manifest.duration
@@ -445,6 +445,14 @@ def _split(step: Step, result: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     if missing:
         raise ValueError(f"step '{step.name}' did not produce {', '.join(missing)}")
     return values, meta
+
+
+def _has_outputs(manifest: Manifest, outputs: tuple[str, ...]) -> bool:
+    stored = manifest.outputs
+    for o in outputs:
+        if o not in stored:
+            return False
+    return True
 
 
 def _sizes(manifest: Manifest) -> dict[str, int]:

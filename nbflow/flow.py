@@ -157,7 +157,7 @@ class Flow(ScriptMixin, ImperativeMixin, ProcessGraphMixin, BatchMixin):
 
     def _mark_stale(self, names: Iterable[str]) -> None:
         for n in names:
-            for m in [n, *self.graph.downstream(n)]:
+            for m in [n, *self.graph.descendants(n)]:
                 st = self._states.setdefault(m, StepState())
                 if st.status != "stale":
                     st.status = "stale"
@@ -439,7 +439,9 @@ def function_step(
         version=version,
         cache=cache,
         ignore=tuple(ignore),
-        externals=externals,
+        # a function that reads no globals and closes over nothing has no external values:
+        # no call per run (the hot path of a cached tiny step)
+        externals=externals if keys.reads_outside(func) else None,
         foreach=foreach,
         doc=inspect.getdoc(func),
         kind=kind,

@@ -294,12 +294,20 @@ def _member_functions(attr: Any) -> list[types.FunctionType] | None:
     return None
 
 
+def reads_outside(func: Any) -> bool:
+    """Whether a step function can have external values: it loads a global or has a closure
+    (anything that is not a plain function is assumed to)."""
+    if not isinstance(func, types.FunctionType):
+        return True
+    return bool(func.__closure__) or bool(_global_names(func.__code__))
+
+
 def function_externals(
     func: types.FunctionType, value_digest: Callable[[Any], str]
 ) -> tuple[dict[str, str], list[str]]:
     """External fingerprints of a function step as a name -> digest map, plus unknown names."""
-    if not func.__closure__ and not _global_names(func.__code__):
-        return {}, []  # reads nothing from outside: the hot path of a cached tiny step
+    if not reads_outside(func):
+        return {}, []  # reads nothing from outside
     fp = Fingerprinter(value_digest)
     parts = fp.function_externals(func, {id(func)})
     out = dict(p.split("=", 1) for p in parts)

@@ -115,6 +115,18 @@ def merge_status(previous: StatusInfo | None, event: Any, ledger: SessionLedger 
     return info
 
 
+def _no_news(old: StatusInfo, event: Any, ledger: SessionLedger) -> bool:
+    """The cheap test of the common case: the same status and figures as before."""
+    status = event.status
+    if status != "cached" or old.get("status") not in ("cached", "done"):
+        return False
+    if ledger.computed(event.step, status, event.key):
+        status = "done"
+    return (old.get("status") == status and event.duration == old.get("duration")
+            and (event.sizes is None or event.sizes == old.get("sizes"))
+            and (status == "done" or event.saved == old.get("saved")))
+
+
 def _same_but_time(a: StatusInfo, b: StatusInfo) -> bool:
     return len(a) == len(b) and all(k == "time" or b.get(k) == v for k, v in a.items())
 
@@ -662,6 +674,8 @@ class FlowMirror:
             if event.step not in self.statuses:
                 return
             old = self.statuses.get(event.step)
+            if old is not None and _no_news(old, event, self._ledger):
+                return  # a cached ancestor checked again: nothing to send
             info = merge_status(old, event, self._ledger)
             if old is not None and _same_but_time(old, info):
                 return  # no news (a cached ancestor checked again): nothing to send

@@ -17,6 +17,7 @@ action the same way. Must not run anything at import time; IPython is imported l
 
 from __future__ import annotations
 
+import functools
 import types
 import warnings
 from collections.abc import Callable, Mapping
@@ -319,8 +320,8 @@ def trim_traceback(tb: types.TracebackType | None) -> types.TracebackType | None
     return tb
 
 
-def import_names(statements: tuple[str, ...]) -> list[str]:
-    """Names bound by ``import`` statements (``import a.b`` binds ``a``)."""
+@functools.lru_cache(maxsize=512)
+def _import_names(statements: tuple[str, ...]) -> tuple[str, ...]:
     import ast
 
     names: list[str] = []
@@ -328,7 +329,13 @@ def import_names(statements: tuple[str, ...]) -> list[str]:
         for node in ast.parse(statement).body:
             if isinstance(node, ast.Import | ast.ImportFrom):
                 names += [a.asname or a.name.partition(".")[0] for a in node.names]
-    return names
+    return tuple(names)
+
+
+def import_names(statements: tuple[str, ...]) -> list[str]:
+    """Names bound by ``import`` statements (``import a.b`` binds ``a``); memoized, since every
+    stored entry's record asks."""
+    return list(_import_names(tuple(statements)))
 
 
 def cell_step(spec: CellSpec, action: CellAction, inputs: tuple[str, ...],

@@ -13,6 +13,7 @@ reads a stale record.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
 import textwrap
@@ -65,12 +66,17 @@ def semicolon_at_end(text: str) -> bool:
     return False
 
 
-def record_name(body: str) -> str:
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple[str, ...]:
     import IPython
 
     from .. import __version__
 
-    return digest_parts([CACHE_VERSION, __version__, IPython.__version__, sys.version, body])
+    return (CACHE_VERSION, __version__, IPython.__version__, sys.version)
+
+
+def record_name(body: str) -> str:
+    return digest_parts([*_versions(), body])
 
 
 def compile_cell(shell: Any, body: str, store: Any = None) -> Compiled:

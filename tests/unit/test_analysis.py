@@ -119,3 +119,20 @@ def test_ipython_syntax_after_transform_cell() -> None:
     assert {"files", "total"} <= set(result.outputs)
     assert "k" in result.reads
     assert "get_ipython" not in result.reads
+
+
+def test_per_statement_memo_gives_the_same_analysis() -> None:
+    """Statements are walked once per text; a warm memo must not change any result."""
+    from nbflow import analysis
+
+    sources = [case[1] for case in CASES if "import *" not in case[1]]
+    analysis._stmt_ops.clear()
+    cold = [analyze(src) for src in sources]
+    warm = [analyze(src) for src in reversed(sources)][::-1]
+    assert cold == warm
+    joined = "\n".join(sources[:5])
+    analysis._stmt_ops.clear()
+    fresh = analyze(joined)
+    for src in sources[:5]:
+        analyze(src)
+    assert analyze(joined) == fresh
