@@ -456,7 +456,7 @@ def _has_outputs(manifest: Manifest, outputs: tuple[str, ...]) -> bool:
 
 
 def _sizes(manifest: Manifest) -> dict[str, int]:
-    return {n: int(o.get("size", 0)) for n, o in manifest.outputs.items()}
+    return dict(manifest.sizes)
 
 
 def _format(e: BaseException) -> str:

@@ -106,6 +106,12 @@ def prepare_cell(shell: Any, args: StepArgs, body: str, raw: str, cell_id: str |
     return CellSpec(args, raw, compiled.code, compiled, tuple(outputs), cell_id)
 
 
+_ABSENT = object()
+# values whose identity fixes their content (modules: by name and version, as the fingerprinter
+# memoizes them for the whole session)
+_IMMUTABLE = frozenset({int, float, complex, str, bytes, bool, type(None), types.ModuleType})
+
+
 class CellAction:
     """Runs a cell step's code in the user namespace (the Step's ``action``)."""
 
@@ -114,6 +120,10 @@ class CellAction:
         self.spec = spec
         self.external_names = externals
         self._warned = False
+        # (the values read, their digests, the names of mutable ones): a later run that finds
+        # the very same objects reuses the digests of the immutable ones and fingerprints only
+        # the others (a list or a function's globals may have changed in place)
+        self._same: tuple[tuple[Any, ...], dict[str, str], tuple[str, ...]] | None = None
 
     @property
     def name(self) -> str:
@@ -122,10 +132,25 @@ class CellAction:
     # -- the key's external values --------------------------------------------------------------
     def externals(self) -> dict[str, str]:
         ns = self.session.shell.user_ns
+        values = tuple(ns.get(n, _ABSENT) for n in self.external_names)
+        same = self._same
+        if same is not None and all(a is b for a, b in zip(same[0], values, strict=True)):
+            if not same[2]:
+                return dict(same[1])
+            out = {n: d for n, d in same[1].items() if n not in same[2]}
+            out.update(self._fingerprint(ns, same[2]))
+            return out
+        out = self._fingerprint(ns, self.external_names)
+        mutable = tuple(n for n, v in zip(self.external_names, values, strict=True)
+                        if v is not _ABSENT and (type(v) not in _IMMUTABLE or n not in out))
+        self._same = (values, dict(out), mutable)
+        return out
+
+    def _fingerprint(self, ns: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, str]:
         fp = self.session.fingerprinter
         out: dict[str, str] = {}
         unknown: list[str] = []
-        for n in self.external_names:
+        for n in names:
             if n not in ns:
                 continue
             value = ns[n]

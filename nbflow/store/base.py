@@ -19,6 +19,7 @@ check out is a miss plus one warning, and its pickle is never loaded.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 import threading
@@ -90,6 +91,11 @@ class Manifest:
     @property
     def size(self) -> int:
         return sum(int(o.get("size", 0)) for o in self.outputs.values())
+
+    @functools.cached_property
+    def sizes(self) -> dict[str, int]:
+        """Bytes per output (computed once: the verified manifest is reused on every hit)."""
+        return {n: int(o.get("size", 0)) for n, o in self.outputs.items()}
 
 
 @dataclass

@@ -127,6 +127,19 @@ def test_external_values_functions_and_ignore_enter_the_key(sh: Shell, tmp_path:
     sh.ok("%%step appends\ncalls.append(1)\nn_calls = len(calls)")
     sh.ok("%%step appends\ncalls.append(1)\nn_calls = len(calls)")
     assert sh.ns["n_calls"] == 2  # it changed a global it reads: an honest miss
+    sh.ok("factor = 2\nitems = [1, 2]")
+    scaled = "%%step scaled\nmark('s')\ntotal = factor * sum(items)"
+    sh.ok(scaled)
+    sh.ok(scaled)
+    assert _log(tmp_path).count("s") == 1
+    sh.ok("factor = 3")  # a new object for an immutable global
+    sh.ok(scaled)
+    assert _log(tmp_path).count("s") == 2 and sh.ns["total"] == 9
+    sh.ok("items.append(3)")  # the same list, changed in place
+    sh.ok(scaled)
+    assert _log(tmp_path).count("s") == 3 and sh.ns["total"] == 18
+    sh.ok(scaled)
+    assert _log(tmp_path).count("s") == 3
 
 
 def test_a_value_that_cannot_be_fingerprinted_is_named_in_one_warning(sh: Shell) -> None:
