@@ -471,13 +471,14 @@ class Throttle:
         with self._cond:
             if self._closed:
                 return
-            self._pending = True
+            was_pending, self._pending = self._pending, True
             if self._last + self.interval > time.monotonic():
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._run, name="nbflow-throttle",
                                                     daemon=True)
                     self._thread.start()
-                self._cond.notify()
+                if not was_pending:  # else the helper is already waiting for the interval
+                    self._cond.notify()
                 return
         self.flush()
 
