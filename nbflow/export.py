@@ -32,6 +32,7 @@ import json
 import os
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -803,6 +804,13 @@ def export_notebook(
         workdir=_relative(str(nb_path.resolve().parent), script_dir),
         script_name=out_path.name if out_path is not None else f"{nb_path.stem}_flow.py",
     )
+    return write_export(nb_path, text, issues, out_path, report)
+
+
+def write_export(nb_path: Path, text: str, issues: Sequence[ExportIssue], out_path: Path | None,
+                 report: TextIO | None) -> str:
+    """Report an export's warnings, write its text atomically to ``out_path`` (if given), and
+    return the text. Shared by the flow-script and Metaflow exporters."""
     stream = report if report is not None else sys.stderr
     for issue in issues:
         print(f"nbflow export: {nb_path.name} {issue}", file=stream)

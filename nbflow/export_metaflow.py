@@ -24,7 +24,6 @@ import ast
 import json
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -387,7 +386,7 @@ def export_notebook(
     """Export the notebook at ``path`` to a Metaflow FlowSpec; write it to ``out`` if given.
 
     Returns the module's text; warnings go to ``report`` (default stderr)."""
-    from .export import read_notebook
+    from .export import read_notebook, write_export
 
     nb_path = Path(path)
     nb = read_notebook(nb_path)
@@ -395,14 +394,7 @@ def export_notebook(
     text, issues = notebook_to_metaflow(
         nb, nb_path.stem,
         script_name=out_path.name if out_path is not None else f"{nb_path.stem}_metaflow.py")
-    stream = report if report is not None else sys.stderr
-    for issue in issues:
-        print(f"nbflow export: {nb_path.name} {issue}", file=stream)
-    if out_path is not None:
-        tmp = out_path.with_name(f".{out_path.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out_path)
-    return text
+    return write_export(nb_path, text, issues, out_path, report)
 
 
 __all__ = ["class_name", "export_notebook", "notebook_to_metaflow"]
