@@ -257,17 +257,21 @@ class Flow(ScriptMixin, ImperativeMixin, ProcessGraphMixin, BatchMixin):
 
     def plan_keys(self, targets: Sequence[str] | None = None) -> dict[str, str | None]:
         """A dry walk: each step's current key where its inputs' digests are known, else None."""
+        return {name: key for name, (key, _) in self._plan(targets).items()}
+
+    def _plan(self, targets: Sequence[str] | None) -> dict[str, tuple[str | None, Manifest | None]]:
+        """Each step's current key and the store's entry for it (one lookup per step)."""
         order = self.graph.topological_order(targets or None)
         run = Run(self.graph, self.store, EventBus(), self.name, {}, self.params, order)
-        out: dict[str, str | None] = {}
+        out: dict[str, tuple[str | None, Manifest | None]] = {}
         for name in order:
             step = self.graph.steps[name]
             try:
                 key, _ = run.key_of(step)
             except Exception:
                 key = None
-            out[name] = key
             manifest = self.store.get(key, quiet=True) if key else None
+            out[name] = (key, manifest)
             if manifest is not None and all(o in manifest.outputs for o in step.outputs):
                 run.take(step, manifest)
         return out
@@ -275,13 +279,12 @@ class Flow(ScriptMixin, ImperativeMixin, ProcessGraphMixin, BatchMixin):
     def status(self) -> dict[str, StepStatus]:
         """Per-step status: running/queued/failed as last seen, else cached/done if the store
         holds the step's current key, else stale."""
-        keys_now = self.plan_keys()
+        plan = self._plan(None)
         out: dict[str, StepStatus] = {}
         for name in self.graph.steps:
             st = self._states.get(name, StepState())
-            key = keys_now.get(name)
+            key, manifest = plan.get(name, (None, None))
             status = st.status
-            manifest = self.store.get(key, quiet=True) if key else None  # one lookup per step
             if status not in ("running", "queued", "failed"):
                 if manifest is not None:
                     status = "done" if st.status == "done" and st.key == key else "cached"

@@ -446,6 +446,18 @@ class MainThread:
         else:
             loop.call_soon_threadsafe(fn)
 
+    def later(self, delay: float, fn: Callable[[], None]) -> asyncio.TimerHandle | None:
+        """Schedules ``fn`` on the main thread's loop in ``delay`` seconds, from that thread.
+
+        Returns None, scheduling nothing, where there is no running loop (a terminal IPython)
+        or when called from another thread: the caller then does the work at once.
+        """
+        loop = self.loop
+        if (threading.current_thread() is not self.thread or loop is None or loop.is_closed()
+                or not loop.is_running()):
+            return None
+        return loop.call_later(delay, fn)
+
 
 class Throttle:
     """Calls ``fn`` at most once per ``interval`` seconds.

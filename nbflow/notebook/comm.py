@@ -72,6 +72,7 @@ class FlowComm:
         self._cells: dict[str, tuple[str | None, str | None]] = {}
         self._before: dict[str, int] = {}
         self._running_cell: tuple[str | None, str | None] = (None, None)
+        self._pending_refresh: Any = None  # the deferred status refresh after a cell, if any
         self._main = MainThread()
         log_to_process_stderr()
         self._closed = False
@@ -140,6 +141,8 @@ class FlowComm:
         if data:
             self._on_data(c, data)
         else:
+            self._mirror.refresh_graph(notify=False)  # not kept current while nobody watched
+            self._mirror.refresh_statuses(notify=False)
             c.send(self.state_message())
 
     def _use(self, c: Any) -> None:
@@ -230,7 +233,12 @@ class FlowComm:
         )
 
     # -- cells --------------------------------------------------------------------------------------
+    REFRESH_DELAY = 0.15  # seconds of quiet after a cell before statuses are re-read
+
     def _pre_run_cell(self, info: Any) -> None:
+        if self._pending_refresh is not None:
+            self._pending_refresh.cancel()  # a next cell: its own end refreshes
+            self._pending_refresh = None
         self._before = {name: id(step) for name, step in self.flow.graph.steps.items()}
         self._running_cell = (getattr(info, "cell_id", None), getattr(info, "raw_cell", None))
 
@@ -246,14 +254,35 @@ class FlowComm:
         with self._lock:
             has_comm = bool(self._comms)
         if not has_comm:
-            self._announce()
-        self.refresh()
+            if self._announced < self.MAX_ANNOUNCEMENTS:
+                self.refresh()
+                self._announce()
+            return  # nobody watches: a front end that opens a comm is sent a fresh state
+        self._mirror.refresh_graph()
+        self._pending_refresh = self._main.later(self.REFRESH_DELAY, self._refresh_statuses)
+        if self._pending_refresh is None:
+            self._refresh_statuses()
+
+    def _refresh_statuses(self) -> None:
+        """Re-read every step's status: a cell may have rebound or changed a value a step reads.
+
+        Events keep the statuses of steps that ran current as they run; this catches the rest,
+        at the cost of a key and a store lookup per step. So in a kernel it runs once the kernel
+        has been idle for ``REFRESH_DELAY`` (a next cell cancels it, and "run all" pays it once,
+        at the end), off the path of the cell that triggered it.
+        """
+        self._pending_refresh = None
+        if not self._closed:
+            self._mirror.refresh_statuses()
 
     def close(self) -> None:
         """Stop: unsubscribe, forget the comm target, close the comms."""
         if self._closed:
             return
         self._closed = True
+        if self._pending_refresh is not None:
+            self._pending_refresh.cancel()
+            self._pending_refresh = None
         self._mirror.close()
         self._batcher.close()
         if self.shell is not None and getattr(self.shell, "events", None) is not None:

@@ -189,3 +189,31 @@ def test_comm_announces_syncs_and_runs(kernel: Kernel, tmp_path: Path) -> None:
         kernel.comm_data(comm_id, "state")
         assert not [m for m in kernel.seen if m["msg_type"] == "comm_msg"
                     and m["content"]["data"].get("type") == "result"]
+
+
+def test_a_plain_cell_that_changes_a_read_value_turns_the_step_stale(kernel: Kernel) -> None:
+    """Events cover steps that run; a plain cell rebinding a global a step reads is caught by
+    the status refresh that follows the cell once the kernel is idle."""
+    kernel.execute("%load_ext nbflow", "p0")
+    opened = kernel.wait(lambda m: m["msg_type"] == "comm_open"
+                         and m["content"]["target_name"] == "nbflow")
+    comm_id = opened["content"]["comm_id"]
+    kernel.send(comm_id, {"type": "sync", "version": V})  # a front end adopts the comm
+    kernel.comm_data(comm_id, "state")
+    kernel.execute("alpha = 2", "p1")
+    kernel.execute("%%step scaled\ny = alpha * 10", "p2")
+    assert kernel.statuses_after(comm_id)["scaled"][-1] == "done"
+    kernel.drain()
+    kernel.execute("alpha = 3", "p3")
+    update = kernel.wait(lambda m: m["msg_type"] == "comm_msg"
+                         and m["content"]["comm_id"] == comm_id
+                         and m["content"]["data"].get("type") == "status"
+                         and "scaled" in m["content"]["data"]["updates"], timeout=10)
+    assert update["content"]["data"]["updates"]["scaled"]["status"] == "stale"
+    kernel.drain()
+    kernel.execute("alpha = 2", "p4")  # undoing the edit: the entry is there again
+    update = kernel.wait(lambda m: m["msg_type"] == "comm_msg"
+                         and m["content"]["comm_id"] == comm_id
+                         and m["content"]["data"].get("type") == "status"
+                         and "scaled" in m["content"]["data"]["updates"], timeout=10)
+    assert update["content"]["data"]["updates"]["scaled"]["status"] in ("cached", "done")
