@@ -5,7 +5,8 @@
 1. the magic's own work per typical ``%%step`` cell (parse, key, bookkeeping; user code and
    store I/O excluded) — target ≤ 1 ms median — on a cache hit when the cell is re-run, on a
    cache hit the first time a fresh kernel sees the cell (restart + run all), and on a miss;
-   baseline: the same code as a plain cell through the same shell.
+   baseline: the same code as a plain cell through the same shell. "Comm attached" means a
+front end listens, and every message to it is packed into JSON as a kernel would.
 2. ``%flow status`` of a 200-step notebook — target ≤ 50 ms.
 3. the tax on a plain cell (no magic) once nbflow is loaded: baseline, the same shell without
    nbflow. With a front end attached, steps' statuses are re-read once the kernel is idle, off
@@ -35,7 +36,9 @@ from typing import Any
 os.environ.setdefault("NBFLOW_KEY_FILE", str(Path(tempfile.mkdtemp()) / "hmac.key"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import comm as comm_lib  # noqa: E402
 from IPython.core.interactiveshell import InteractiveShell  # noqa: E402
+from jupyter_client.session import json_packer  # noqa: E402
 
 from nbflow.notebook import current_session, parse  # noqa: E402
 
@@ -109,6 +112,18 @@ def typical_cell(i: int) -> str:
 
 def plain_of(cell: str) -> str:
     return cell.split("\n", 1)[1]
+
+
+class WireComm(comm_lib.DummyComm):
+    """A comm that packs each message into JSON as ipykernel does before sending it, so what
+    the kernel would send to a front end is paid for here too (the socket write is not)."""
+
+    def publish_msg(self, msg_type: str, data: Any = None, metadata: Any = None,
+                    buffers: Any = None, **keys: Any) -> None:
+        json_packer({"comm_id": self.comm_id, "data": data, "metadata": metadata or {}, **keys})
+
+
+comm_lib.create_comm = WireComm  # what a kernel's comm manager would make
 
 
 def setup_shell(workdir: Path, comm: bool = True) -> tuple[InteractiveShell, Any, IOClock]:

@@ -169,14 +169,14 @@ class Run:
         if inputs is None:
             return None, {}
         ext = self.external_digests(step)
+        memo = self.graph.key_memo.get(step.name)
+        if memo is not None and memo[0] is step and memo[1] == inputs and memo[2] == ext:
+            return memo[4], memo[3]
         # the common case: the key map and the record's map are the inputs
         merged = {**{f"~{k}": v for k, v in ext.items() if k not in inputs}, **inputs} if ext else inputs
-        memo = self.graph.key_memo.get(step.name)
-        if memo is not None and memo[0] is step and memo[1] == merged:
-            return memo[2], merged
         key = keys.step_key(step.name, step.code, step.outputs, {},
                             key_map(merged) if ext else merged, step.version)
-        self.graph.key_memo[step.name] = (step, merged, key)
+        self.graph.key_memo[step.name] = (step, inputs, ext, merged, key)
         return key, merged
 
     # -- values -----------------------------------------------------------------------------------

@@ -59,12 +59,16 @@ class Graph:
         self._orders: dict[tuple[str, ...] | None, list[str]] = {}  # memo, cleared on mutation
         self._checked: set[tuple[str, ...] | None] = set()
         self.revision = 0  # bumped on every mutation: lets callers memoize what they derive
-        # step name -> (step, digest map, key): the executor's key memo. A step's key depends only
-        # on the step itself and its digest map, so the entry holds while both are unchanged.
-        self.key_memo: dict[str, tuple[Step, Mapping[str, str], str]] = {}
+        self.shape = 0  # bumped when steps, edges or inputs change (not on a same-edges edit)
+        # step name -> (step, input digests, external digests, merged map, key): the executor's
+        # key memo. A step's key depends only on the step itself and those digests, so the entry
+        # holds while they are unchanged.
+        self.key_memo: dict[str, tuple[Step, Mapping[str, str], Mapping[str, str],
+                                       dict[str, str], str]] = {}
 
     def _changed(self) -> None:
         self.revision += 1
+        self.shape += 1
         self._producers = None
         self._children = None
         self._orders.clear()
@@ -75,7 +79,14 @@ class Graph:
         """Add or replace ``step``; returns the step it replaced, if any."""
         old = self.steps.get(step.name)
         self.steps[step.name] = step
-        self._changed()
+        if (old is not None and old.inputs == step.inputs and old.outputs == step.outputs
+                and old.params.keys() == step.params.keys()):
+            # an edited cell with the same reads and binds: the edges are unchanged, and so is
+            # all that derives from them (orders, children, producers, checks), which need not
+            # be rebuilt for every edit of a long notebook
+            self.revision += 1
+        else:
+            self._changed()
         return old
 
     def remove(self, name: str) -> None:

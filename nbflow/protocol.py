@@ -4,7 +4,9 @@ One versioned message set serves both channels; ``labextension/src/protocol.ts``
 must change with it (bump :data:`PROTOCOL_VERSION` on any incompatible change).
 
 Kernel -> front end: ``state`` (everything, answer to ``sync``), ``status`` (changed steps only),
-``details`` (one step, answer to ``details``), ``result`` (outcome of a command).
+``steps`` (the facts of edited steps, when steps and edges are unchanged), ``details`` (one step,
+answer to ``details``), ``result`` (outcome of a command). A front end that does not know
+``steps`` ignores it and is current again after its next ``sync``.
 Front end -> kernel: ``sync``, ``details``, ``run``, ``rerun``, ``invalidate``, ``run_stale``,
 ``export``. Everything from the front end is untrusted: :func:`validate_client_message` accepts
 only well-formed messages naming known steps and logs (never raises on) the rest.
@@ -80,6 +82,14 @@ class StateMessage(TypedDict):
     graph: GraphInfo
     statuses: dict[str, StatusInfo]
     exporter: bool
+
+
+class StepsMessage(TypedDict):
+    """New facts of some steps (an edited cell's source, say): the drawing is unchanged."""
+
+    type: Literal["steps"]
+    version: int
+    steps: dict[str, StepInfo]
 
 
 class StatusMessage(TypedDict):
@@ -186,6 +196,10 @@ def validate_client_message(msg: Any, known_steps: Collection[str]) -> dict[str,
 
 def status_message(updates: dict[str, StatusInfo]) -> StatusMessage:
     return {"type": "status", "version": PROTOCOL_VERSION, "updates": updates}
+
+
+def steps_message(steps: dict[str, StepInfo]) -> StepsMessage:
+    return {"type": "steps", "version": PROTOCOL_VERSION, "steps": steps}
 
 
 def details_message(details: Details) -> DetailsMessage:

@@ -230,7 +230,28 @@ def build_digraph(
     (each cell of a fresh kernel's run-all), and a DOT library's generic quoting cost ~20 µs a
     node.
     """
-    nodes = list(graph.steps)
+    return dot_source(graph_structure(graph), statuses), list(graph.steps)
+
+
+def _edges(structure: tuple[Any, ...]) -> list[tuple[str, str, list[str]]]:
+    """(producer, consumer, names) of every edge, as ``Graph.edges`` finds them."""
+    producers: dict[str, str] = {}
+    for name, _inputs, outputs in structure:
+        for out in outputs:
+            producers[out] = name
+    edges: dict[tuple[str, str], list[str]] = {}
+    for name, inputs, _outputs in structure:
+        for inp in inputs:
+            p = producers.get(inp)
+            if p is not None and p != name:
+                edges.setdefault((p, name), []).append(inp)
+    return [(a, b, names) for (a, b), names in edges.items()]
+
+
+def dot_source(structure: tuple[Any, ...], statuses: Mapping[str, StatusInfo] | None = None) -> str:
+    """The DOT source of :func:`build_digraph`, from a :func:`graph_structure` snapshot (so it
+    can be written later, and only when someone needs it)."""
+    nodes = [name for name, _inputs, _outputs in structure]
     index = {name: i for i, name in enumerate(nodes)}
     attrs = {**GRAPH_ATTRS, **(LARGE_GRAPH_ATTRS if len(nodes) > LARGE_GRAPH else {})}
     lines = [
@@ -252,12 +273,10 @@ def build_digraph(
             extra["penwidth"] = "2"
         label = f"{_text(name)}\\n{_text(f'{STATUS_ICONS[status]} {status}')}"
         lines.append(f'\tn{i} [label="{label}" {_attrs(extra)}]')
-    for producer, consumer, names in graph.edges():
-        if producer in index and consumer in index:
-            lines.append(f'\tn{index[producer]} -> n{index[consumer]} '
-                         f'[label="{_edge_label(names)}"]')
+    for producer, consumer, names in _edges(structure):
+        lines.append(f'\tn{index[producer]} -> n{index[consumer]} [label="{_edge_label(names)}"]')
     lines.append("}")
-    return "\n".join(lines) + "\n", nodes
+    return "\n".join(lines) + "\n"
 
 
 def graph_info(graph: Any, *, with_source: bool = True, cell_of: CellOf | None = None) -> GraphInfo:
@@ -466,17 +485,21 @@ class Throttle:
     folded into one call at its end, made from a helper thread (the kernel's main thread may be
     busy running steps). One thread per throttle, started on first need and then waiting on a
     condition: starting a timer thread per interval would cost every cell a thread start.
-    ``flush`` makes a pending call now.
+    ``flush`` makes a pending call now. With ``leading=False`` every call waits for the end of
+    an interval that starts at the first poke (unless flushed sooner): for callers that flush
+    themselves when a burst ends, so that a short burst costs one call, not two.
     """
 
-    def __init__(self, fn: Callable[[], None], interval: float) -> None:
+    def __init__(self, fn: Callable[[], None], interval: float, *, leading: bool = True) -> None:
         self._fn = fn
         self.interval = interval
+        self._leading = leading
         self._cond = threading.Condition(threading.Lock())
         self._call_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pending = False
         self._last = 0.0
+        self._due = 0.0  # when the helper makes the pending call
         self._closed = False
 
     def poke(self) -> None:
@@ -484,7 +507,10 @@ class Throttle:
             if self._closed:
                 return
             was_pending, self._pending = self._pending, True
-            if self._last + self.interval > time.monotonic():
+            now = time.monotonic()
+            if not self._leading or self._last + self.interval > now:
+                if not was_pending:
+                    self._due = max(self._last, now if not self._leading else 0.0) + self.interval
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._run, name="nbflow-throttle",
                                                     daemon=True)
@@ -510,7 +536,7 @@ class Throttle:
                     if not self._pending:
                         self._cond.wait()
                         continue
-                    wait = self._last + self.interval - time.monotonic()
+                    wait = self._due - time.monotonic()
                     if wait <= 0:
                         break
                     self._cond.wait(wait)
@@ -529,16 +555,18 @@ class Throttle:
 
 class Batcher:
     """Coalesces status updates for one channel to the browser: the latest status per step wins,
-    and a message goes out at most every ``interval`` seconds (the first at once). A fast run of
-    hundreds of steps then stays far below the server's IOPub rate limits."""
+    and a message goes out at most every ``interval`` seconds (the first at once, unless
+    ``leading=False``: see :class:`Throttle`). A fast run of hundreds of steps then stays far
+    below the server's IOPub rate limits."""
 
     def __init__(
-        self, send: Callable[[dict[str, StatusInfo]], None], interval: float = 0.02
+        self, send: Callable[[dict[str, StatusInfo]], None], interval: float = 0.02,
+        *, leading: bool = True,
     ) -> None:
         self._send = send
         self._lock = threading.Lock()
         self._pending: dict[str, StatusInfo] = {}
-        self._throttle = Throttle(self._drain, interval)
+        self._throttle = Throttle(self._drain, interval, leading=leading)
 
     def add(self, updates: Mapping[str, StatusInfo]) -> None:
         with self._lock:
@@ -574,8 +602,12 @@ class FlowMirror:
         *,
         with_source: bool = True,
         cell_of: CellOf | None = None,
+        lazy_dot: bool = False,
     ) -> None:
         self.flow = flow
+        self._lazy_dot = lazy_dot
+        self._dot_due = False  # lazy_dot: graph["dot"] is out of date until full_graph()
+        self.drawing = 0  # bumped whenever steps or edges change (the drawing does)
         self._on_status = on_status
         self._on_graph = on_graph
         self._with_source = with_source
@@ -583,9 +615,11 @@ class FlowMirror:
         self._ledger = ledger_for(flow)
         self._lock = threading.RLock()
         self.statuses: dict[str, StatusInfo] = {}
+        self._shown: dict[str, str] = {}  # step -> key of the entry its cached/done info shows
         self.busy: set[str] = set()
         self._structure: tuple[Any, ...] | None = None
         self._revision: Any = None
+        self._shape: Any = None
         self._infos: dict[str, tuple[Any, Any, StepInfo]] = {}  # name -> (step, cell, facts)
         self.graph: GraphInfo = {"dot": "", "nodes": [], "steps": {}}
         self.refresh_graph(notify=False)
@@ -611,12 +645,20 @@ class FlowMirror:
             if not force and revision is not None and revision == self._revision:
                 return False
             self._revision = revision
-            structure = graph_structure(graph)
-            changed = structure != self._structure
+            shape = getattr(graph, "shape", None)
+            if shape is not None and shape == self._shape:
+                changed = False  # the same steps and edges: only a step's facts may differ
+            else:
+                structure = graph_structure(graph)
+                changed = structure != self._structure
+                self._structure, self._shape = structure, shape
             dot, nodes = self.graph["dot"], self.graph["nodes"]
             if changed:
-                dot, nodes = build_digraph(graph)
-                self._structure = structure
+                self.drawing += 1
+                nodes = list(graph.steps)
+                self._dot_due = self._lazy_dot
+                if not self._lazy_dot:
+                    dot = dot_source(structure)
             steps: dict[str, StepInfo] = {}
             for n in nodes:
                 step = graph.steps[n]
@@ -637,6 +679,7 @@ class FlowMirror:
             known = set(nodes)
             for gone in set(self.statuses) - known:
                 del self.statuses[gone]
+                self._shown.pop(gone, None)
                 self.busy.discard(gone)
             for name in known - set(self.statuses):
                 self.statuses[name] = {"status": "stale"}
@@ -644,6 +687,17 @@ class FlowMirror:
         if notify:
             self._on_graph(graph_now)
         return True
+
+    def full_graph(self) -> GraphInfo:
+        """``graph`` with its DOT source written. With ``lazy_dot``, the source is written
+        here, when a view needs it, not on every change: a fresh kernel's run-all adds a step
+        per cell, and a whole drawing per cell would make it quadratic."""
+        with self._lock:
+            if self._dot_due:
+                assert self._structure is not None
+                self.graph = {**self.graph, "dot": dot_source(self._structure)}
+                self._dot_due = False
+            return self.graph
 
     def refresh_statuses(self, notify: bool = True) -> dict[str, StatusInfo]:
         """Re-read every status from ``flow.status()``; reports and returns what changed."""
@@ -667,6 +721,7 @@ class FlowMirror:
                 if info != old:
                     self.statuses[name] = info
                     changed[name] = info
+                self._shows(name, info, getattr(row, "key", None))
                 self._track_busy(name, info["status"])
         if changed and notify:
             self._on_status(changed)
@@ -678,9 +733,18 @@ class FlowMirror:
         else:
             self.busy.discard(name)
 
+    def _shows(self, name: str, info: StatusInfo, key: str | None) -> None:
+        """Remember which entry a cached/done step's info describes (see ``_on_event``)."""
+        if key and info["status"] in ("cached", "done"):
+            self._shown[name] = key
+        else:
+            self._shown.pop(name, None)
+
     def _on_event(self, event: Any) -> None:
         if getattr(event, "item", None) is not None:
             return  # per-item progress of a foreach step: the step's own events follow
+        if event.status == "cached" and event.key and self._shown.get(event.step) == event.key:
+            return  # a cached ancestor checked again: its view shows this very entry already
         with self._lock:
             if event.step not in self.statuses or event.status == "stale":
                 self.refresh_graph(force=False)
@@ -693,6 +757,7 @@ class FlowMirror:
             if old is not None and _same_but_time(old, info):
                 return  # no news (a cached ancestor checked again): nothing to send
             self.statuses[event.step] = info
+            self._shows(event.step, info, event.key)
             self._track_busy(event.step, info["status"])
         self._on_status({event.step: info})
 

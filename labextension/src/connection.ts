@@ -248,6 +248,16 @@ export class FlowConnection implements IDisposable {
         this._outdated = false;
         this._stateChanged.emit();
         break;
+      case 'steps':
+        if (this._state) {
+          const graph = this._state.graph;
+          this._state = {
+            ...this._state,
+            graph: { ...graph, steps: { ...graph.steps, ...msg.steps } }
+          };
+          this._stateChanged.emit();
+        }
+        break;
       case 'status':
         if (this._state) {
           Object.assign(this._state.statuses, msg.updates);

@@ -80,6 +80,13 @@ export interface IStateMessage {
   exporter: boolean;
 }
 
+/** New facts of some steps (an edited cell's source): the drawing is unchanged. */
+export interface IStepsMessage {
+  type: 'steps';
+  version: number;
+  steps: { [step: string]: IStepInfo };
+}
+
 export interface IStatusMessage {
   type: 'status';
   version: number;
@@ -103,6 +110,7 @@ export interface IResultMessage {
 
 export type KernelMessage =
   | IStateMessage
+  | IStepsMessage
   | IStatusMessage
   | IDetailsMessage
   | IResultMessage;
@@ -165,6 +173,11 @@ export function parseKernelMessage(data: unknown): KernelMessage | null {
       }
       break;
     }
+    case 'steps':
+      if (isObject(data.steps)) {
+        return data as unknown as IStepsMessage;
+      }
+      break;
     case 'status':
       if (isObject(data.updates)) {
         return data as unknown as IStatusMessage;

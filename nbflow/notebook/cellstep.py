@@ -18,6 +18,7 @@ action the same way. Must not run anything at import time; IPython is imported l
 from __future__ import annotations
 
 import functools
+import operator
 import types
 import warnings
 from collections.abc import Callable, Mapping
@@ -123,7 +124,7 @@ class CellAction:
         # (the values read, their digests, the names of mutable ones): a later run that finds
         # the very same objects reuses the digests of the immutable ones and fingerprints only
         # the others (a list or a function's globals may have changed in place)
-        self._same: tuple[tuple[Any, ...], dict[str, str], tuple[str, ...]] | None = None
+        self._same: tuple[list[Any], dict[str, str], tuple[str, ...]] | None = None
 
     @property
     def name(self) -> str:
@@ -132,11 +133,11 @@ class CellAction:
     # -- the key's external values --------------------------------------------------------------
     def externals(self) -> dict[str, str]:
         ns = self.session.shell.user_ns
-        values = tuple(ns.get(n, _ABSENT) for n in self.external_names)
+        values = [ns.get(n, _ABSENT) for n in self.external_names]
         same = self._same
-        if same is not None and all(a is b for a, b in zip(same[0], values, strict=True)):
+        if same is not None and all(map(operator.is_, same[0], values)):
             if not same[2]:
-                return dict(same[1])
+                return same[1]  # read only, as every caller treats it
             out = {n: d for n, d in same[1].items() if n not in same[2]}
             out.update(self._fingerprint(ns, same[2]))
             return out

@@ -18,6 +18,7 @@ import inspect
 import io
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from ..protocol import (
     details_message,
     result_message,
     status_message,
+    steps_message,
     validate_client_message,
 )
 from ..widget import (
@@ -73,15 +75,22 @@ class FlowComm:
         self._before: dict[str, int] = {}
         self._running_cell: tuple[str | None, str | None] = (None, None)
         self._pending_refresh: Any = None  # the deferred status refresh after a cell, if any
+        self._last_graph: GraphInfo | None = None  # as last broadcast (what deltas apply to)
+        self._last_drawing = -1  # the mirror's drawing number in that broadcast
+        self._graph_sent = 0.0  # when the last whole state was broadcast (monotonic)
+        self._graph_timer: Any = None  # a whole state due at the end of the interval
         self._main = MainThread()
         log_to_process_stderr()
         self._closed = False
         self._announced = 0
         self._exporter = find_exporter()
-        self._batcher = Batcher(self._send_status)
+        # no message at a burst's start: a cell's run is flushed when it ends (``_on_status``),
+        # so a cell served from the cache sends one status message, not two
+        self._batcher = Batcher(self._send_status, leading=False)
         self._was_busy = False
         self._mirror = FlowMirror(
-            flow, self._on_status, self._send_graph, with_source=True, cell_of=self._cells.get
+            flow, self._on_status, self._send_graph, with_source=True, cell_of=self._cells.get,
+            lazy_dot=True,
         )
         self._manager = comm_lib.get_comm_manager()
         self._manager.register_target(COMM_TARGET, self._on_open)
@@ -101,7 +110,7 @@ class FlowComm:
             "type": "state",
             "version": PROTOCOL_VERSION,
             "flow": str(self.flow.name),
-            "graph": self._mirror.graph,
+            "graph": self._mirror.full_graph(),
             "statuses": dict(self._mirror.statuses),
             "exporter": self._exporter is not None,
         }
@@ -112,7 +121,7 @@ class FlowComm:
 
     @property
     def graph(self) -> GraphInfo:
-        return self._mirror.graph
+        return self._mirror.full_graph()
 
     def refresh(self) -> None:
         """Re-read graph and statuses and tell the front ends what changed."""
@@ -141,9 +150,15 @@ class FlowComm:
         if data:
             self._on_data(c, data)
         else:
-            self._mirror.refresh_graph(notify=False)  # not kept current while nobody watched
-            self._mirror.refresh_statuses(notify=False)
-            c.send(self.state_message())
+            self._sync(c)
+
+    def _sync(self, c: Any) -> None:
+        """Send ``c`` the whole state, made current first (it is not kept current while nobody
+        watches). A graph that changed meanwhile goes to every front end, so that all of them
+        hold the graph later ``steps`` messages apply to."""
+        self._mirror.refresh_graph()
+        self._mirror.refresh_statuses(notify=False)
+        c.send(self.state_message())
 
     def _use(self, c: Any) -> None:
         with self._lock:
@@ -183,8 +198,45 @@ class FlowComm:
     def _send_status(self, updates: dict[str, StatusInfo]) -> None:
         self._broadcast(status_message(updates))
 
-    def _send_graph(self, _graph: GraphInfo) -> None:
-        self._broadcast(self.state_message())
+    GRAPH_INTERVAL = 0.1  # seconds: at most one whole state per interval while steps appear
+
+    def _send_graph(self, graph: GraphInfo) -> None:
+        """Only the steps whose facts changed when steps and edges are the same; else the whole
+        state, at most once per ``GRAPH_INTERVAL``.
+
+        An edited cell changes one step's facts (its source): resending every step's source
+        and the drawing would cost a notebook of hundreds of steps milliseconds per edit, in
+        the kernel and in every front end. "Run all" adds a step per cell, and a whole state
+        per cell would make it quadratic, so states that follow each other closely are folded
+        into one sent when the kernel is next free (statuses of the new steps come meanwhile,
+        and the state carries them too).
+        """
+        if self._graph_timer is not None:
+            return  # a whole state is due: it will carry this change
+        previous = self._last_graph
+        if previous is not None and self._last_drawing == self._mirror.drawing:
+            self._last_graph = graph
+            old = previous["steps"]
+            changed = {name: info for name, info in graph["steps"].items()
+                       if old.get(name) is not info and old.get(name) != info}
+            if changed:
+                self._broadcast(steps_message(changed))
+            return
+        wait = self._graph_sent + self.GRAPH_INTERVAL - time.monotonic()
+        if wait > 0:
+            self._graph_timer = self._main.later(wait, self._flush_graph)
+            if self._graph_timer is not None:
+                return
+        self._flush_graph()
+
+    def _flush_graph(self) -> None:
+        self._graph_timer = None
+        if self._closed:
+            return
+        self._graph_sent = time.monotonic()
+        state = self.state_message()
+        self._last_graph, self._last_drawing = state["graph"], self._mirror.drawing
+        self._broadcast(state)
 
     # -- messages from the browser ------------------------------------------------------------------
     def _on_data(self, c: Any, data: Any) -> None:
@@ -193,9 +245,7 @@ class FlowComm:
             return
         kind = msg["type"]
         if kind == "sync":
-            self._mirror.refresh_graph(notify=False)
-            self._mirror.refresh_statuses(notify=False)
-            c.send(self.state_message())
+            self._sync(c)
         elif kind == "details":
             step = msg["step"]
             c.send(details_message(step_details(self.flow, step, self._mirror.statuses.get(step))))
@@ -280,9 +330,10 @@ class FlowComm:
         if self._closed:
             return
         self._closed = True
-        if self._pending_refresh is not None:
-            self._pending_refresh.cancel()
-            self._pending_refresh = None
+        for timer in (self._pending_refresh, self._graph_timer):
+            if timer is not None:
+                timer.cancel()
+        self._pending_refresh = self._graph_timer = None
         self._mirror.close()
         self._batcher.close()
         if self.shell is not None and getattr(self.shell, "events", None) is not None:

@@ -341,8 +341,15 @@ class Store:
         """(body, document bytes) of ``{field: body, "sig": ...}``: the canonical text of
         ``data`` is signed and written as is; ``body`` is what a reader parses back from it."""
         text = _canonical(data)
+        return json.loads(text), self._wrap(field, text)
+
+    def _document(self, field: str, data: Mapping[str, Any]) -> bytes:
+        """The document bytes of :meth:`_signed`, for a writer that keeps no body."""
+        return self._wrap(field, _canonical(data))
+
+    def _wrap(self, field: str, text: bytes) -> bytes:
         sig = signing.sign(text, self._key)
-        return json.loads(text), b'{"' + field.encode() + b'":' + text + _SIG_TAIL + sig.encode() + b'"}'
+        return b'{"' + field.encode() + b'":' + text + _SIG_TAIL + sig.encode() + b'"}'
 
     def _put_blob(self, digest: str, chunks: list[bytes | memoryview]) -> None:
         path = _blob_path(digest)
@@ -355,7 +362,7 @@ class Store:
     def put_record(self, kind: str, name: str, data: Mapping[str, Any]) -> None:
         if not (_RECORD_NAME.match(kind) and _RECORD_NAME.match(name)):
             raise ValueError(f"bad record name {kind!r}/{name!r}")
-        _body, doc = self._signed("record", data)
+        doc = self._document("record", data)
         try:
             self.backend.write_atomic(f"records/{kind}/{name}.json", [doc])
         except OSError as e:

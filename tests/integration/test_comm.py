@@ -139,6 +139,15 @@ def test_comm_announces_syncs_and_runs(kernel: Kernel, tmp_path: Path) -> None:
     details = kernel.comm_data(comm_id, "details")["details"]
     assert details["code"].startswith("%%step b") and details["previews"].get("y") == "42"
 
+    # an edited cell that reads and binds the same names: only that step's facts are sent
+    kernel.drain()
+    kernel.execute("%%step b\ny = x * 3", "c2")
+    update = kernel.comm_data(comm_id, "steps")["steps"]
+    assert list(update) == ["b"] and update["b"]["cell_source"] == "%%step b\ny = x * 3"
+    assert not [m for m in kernel.seen if m["msg_type"] == "comm_msg"
+                and m["content"]["data"].get("type") == "state"]
+    kernel.execute(CELLS[2][1], "c2")  # back as it was: served from the cache
+
     # "Rerun from here": running, then done, then the result
     kernel.drain()
     kernel.send(comm_id, {"type": "rerun", "version": V, "step": "b"})

@@ -68,3 +68,22 @@ def test_replacing_a_step_updates_edges() -> None:
     assert g.downstream("a") == ["b"]
     g.add(mk("b", ()))
     assert g.downstream("a") == []
+
+
+def test_an_edit_that_keeps_the_edges_keeps_what_derives_from_them() -> None:
+    """Editing a step's code bumps the revision; orders and children are reused only while
+    the step's reads and binds are the same, and an edit that rewires them is seen at once."""
+    g = graph(mk("a"), mk("b", ("a",)), mk("c", ("b",)))
+    order, rev = g.topological_order(), g.revision
+    edited = Step("b", ("a",), ("b",), lambda v: {}, code="b + 1")
+    assert g.add(edited) is not None and g.revision == rev + 1
+    assert g.steps["b"] is edited and g.topological_order() == order
+    assert g.children("a") == ["b"] and g.descendants("a") == ["b", "c"]
+    g.add(Step("b", (), ("b",), lambda v: {}, code="b"))  # no longer reads a
+    assert g.children("a") == [] and g.descendants("a") == [] and g.upstream("c") == ["b"]
+    g.add(Step("b", ("c",), ("b",), lambda v: {}, code="b"))  # now a cycle
+    with pytest.raises(CycleError):
+        g.topological_order()
+    g.add(Step("a", (), ("a", "b"), lambda v: {}, code="a"))  # binds what b binds
+    with pytest.raises(DuplicateOutputError):
+        g.producers  # noqa: B018

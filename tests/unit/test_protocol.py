@@ -79,6 +79,9 @@ def test_kernel_messages_are_json() -> None:
         protocol.status_message({"load": {"status": "done", "duration": 1.5, "sizes": {"x": 3}}}),
         protocol.details_message({"step": "load", "code": "x = 1", "inputs": [], "outputs": ["x"]}),
         protocol.result_message("run", "load", True, "ran 1 step(s)"),
+        protocol.steps_message({"load": {"name": "load", "inputs": [], "outputs": ["x"],
+                                         "kind": "cell", "doc": None, "cell_id": "c1",
+                                         "cell_source": "%%step load\nx = 2"}}),
     ):
         assert json.loads(json.dumps(msg)) == msg
         assert msg["version"] == V
@@ -93,5 +96,5 @@ def test_typescript_mirror_agrees() -> None:
         assert f"'{status}'" in ts
     for kind in ("sync", "details", "run", "rerun", "invalidate", "run_stale", "export"):
         assert f"'{kind}'" in ts
-    for kind in ("state", "status", "details", "result"):
+    for kind in ("state", "steps", "status", "details", "result"):
         assert f"type: '{kind}'" in ts

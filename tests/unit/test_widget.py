@@ -452,3 +452,17 @@ def test_throttle_calls_at_once_then_folds_pokes_into_one_call_per_interval() ->
     assert thread is not None
     thread.join(1.0)
     assert not thread.is_alive()
+
+    # trailing only: even after a quiet spell the call waits for the interval (or a flush)
+    calls.clear()
+    done.clear()
+    t = Throttle(fn, 0.05, leading=False)
+    t.poke()
+    t.poke()
+    assert calls == []
+    assert done.wait(0.01) is False and calls == []
+    t.flush()
+    assert calls == [threading.current_thread().name]
+    t.poke()
+    assert done.wait(2.0) and calls[1] == "nbflow-throttle"
+    t.close()
