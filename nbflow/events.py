@@ -70,18 +70,32 @@ class EventBus:
 
     def __init__(self) -> None:
         self._subscribers: list[Subscriber] = []
+        self._repeaters: list[Subscriber] = []  # the subscribers that want repeats
         self._lock = threading.Lock()
 
-    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
-        """Call ``callback(event)`` for every later event; returns a function that unsubscribes."""
+    def subscribe(self, callback: Subscriber, *, repeats: bool = True) -> Callable[[], None]:
+        """Call ``callback(event)`` for every later event; returns a function that unsubscribes.
+
+        ``repeats=False`` says the subscriber need not hear again that a step is ``cached``
+        when its state already says so, with the same key (an ancestor a later run checked):
+        while no subscriber wants repeats, runs do not emit them. A run record wants every
+        step of its run; a live view does not.
+        """
         with self._lock:
             self._subscribers = [*self._subscribers, callback]
+            if repeats:
+                self._repeaters = [*self._repeaters, callback]
 
         def unsubscribe() -> None:
             with self._lock:
                 self._subscribers = [s for s in self._subscribers if s is not callback]
+                self._repeaters = [s for s in self._repeaters if s is not callback]
 
         return unsubscribe
+
+    @property
+    def wants_repeats(self) -> bool:
+        return bool(self._repeaters)
 
     def emit(self, event: Event) -> None:
         for callback in self._subscribers:

@@ -267,8 +267,12 @@ class Run:
         if step.cache and not volatile and step.name not in self.force:
             manifest = self.store.get(key)
             if manifest is not None and _has_outputs(manifest, step.outputs):
+                st = self.states.get(step.name)
+                known = st is not None and st.status == "cached" and st.key == key
                 self.take(step, manifest)
                 self.cached.append(step.name)
+                if known and not self.events.wants_repeats:
+                    return key, merged, volatile, True  # nothing new to say about it
                 duration = manifest.duration
                 self.emit(step.name, "cached", key=key, duration=duration, saved=duration,
                           sizes=_sizes(manifest) if self.events._subscribers else None)

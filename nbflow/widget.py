@@ -142,7 +142,7 @@ class SessionLedger:
 
     def __init__(self, flow: Any) -> None:
         self._keys: dict[str, str] = {}
-        self._unsubscribe = flow.events.subscribe(self._on_event)
+        self._unsubscribe = flow.events.subscribe(self._on_event, repeats=False)
 
     def _on_event(self, event: Any) -> None:
         if event.status == "done" and event.key and getattr(event, "item", None) is None:
@@ -624,7 +624,8 @@ class FlowMirror:
         self.graph: GraphInfo = {"dot": "", "nodes": [], "steps": {}}
         self.refresh_graph(notify=False)
         self.refresh_statuses(notify=False)
-        self._unsubscribe: Callable[[], None] | None = flow.events.subscribe(self._on_event)
+        self._unsubscribe: Callable[[], None] | None = flow.events.subscribe(
+            self._on_event, repeats=False)
 
     def close(self) -> None:
         if self._unsubscribe is not None:

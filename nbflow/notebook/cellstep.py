@@ -130,6 +130,12 @@ class CellAction:
     def name(self) -> str:
         return self.spec.name
 
+    def follows(self, previous: Any) -> None:
+        """Take over what ``previous`` (the action of this cell before an edit) knows of the
+        values both read: an edited cell mostly reads what it read before."""
+        if isinstance(previous, CellAction) and previous.external_names == self.external_names:
+            self._same = previous._same
+
     # -- the key's external values --------------------------------------------------------------
     def externals(self) -> dict[str, str]:
         ns = self.session.shell.user_ns

@@ -89,7 +89,8 @@ def _age(delta: float) -> str:
 def run_summary(result: Any, events: list[Event], elapsed: float) -> str:
     """``ran 2 steps (load 1.2 s, fit 0.3 s); 3 from cache (saved 4.1 s)``."""
     durations = {e.step: e.duration for e in events if e.status == "done"}
-    saved = sum(e.saved or 0.0 for e in events if e.status == "cached")
+    manifests = result.manifests
+    saved = sum(manifests[s].duration for s in result.cached if s in manifests)
     parts = []
     if result.executed:
         ran = ", ".join(f"{s} {seconds(durations.get(s))}" for s in result.executed)

@@ -112,7 +112,7 @@ class Session:
         self._touched: dict[str, float] = {}
         self._ids: dict[str, int] = {}  # name -> id of the value nbflow last bound to it
         self._running: str | None = None  # the step whose action is running
-        self._unsubscribe = self.flow.events.subscribe(self._on_event)
+        self._unsubscribe = self.flow.events.subscribe(self._on_event, repeats=False)
 
     def close(self) -> None:
         self._unsubscribe()
@@ -124,8 +124,8 @@ class Session:
     def _on_event(self, event: Event) -> None:
         if event.item is not None:
             return
-        if event.status in ("done", "cached", "failed"):
-            self._log.append(event)
+        if event.status in ("done", "failed"):
+            self._log.append(event)  # for the summary of a %flow run
         if event.status == "done" and event.key:
             self.bound[event.step] = event.key
 
@@ -225,6 +225,7 @@ class Session:
             return
         if args.remote:
             check_remote()  # a clear error now rather than after the ancestors ran
+        self._log.clear()  # only a %flow run reads it: it must not grow cell after cell
         cell_id, raw = self.cell_info()
         spec = prepare_cell(self.shell, args, body, raw or f"%%step {line}\n{body}", cell_id,
                             self.flow.store)
@@ -266,7 +267,11 @@ class Session:
                     "or a plain cell first"
                 )
             params[foreach] = ns[foreach]  # a plain global: its value is keyed like an input
-        step = cell_step(spec, CellAction(self, spec, externals), inputs, params)
+        action = CellAction(self, spec, externals)
+        old = self.flow.graph.steps.get(spec.name)
+        if old is not None:
+            action.follows(old.action)
+        step = cell_step(spec, action, inputs, params)
         if spec.args.remote:
             ns = self.shell.user_ns
             step = remote_step(step, spec, {n: ns[n] for n in externals if n in ns})

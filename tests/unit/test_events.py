@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -35,3 +36,44 @@ def test_a_broken_subscriber_is_logged_not_raised(caplog: pytest.LogCaptureFixtu
 
 def test_statuses_are_the_documented_set() -> None:
     assert STATUSES == ("stale", "queued", "running", "cached", "done", "failed")
+
+
+def test_repeated_cached_checks_are_emitted_only_for_subscribers_that_want_them(
+    tmp_path: Path,
+) -> None:
+    """A later run checks a cached ancestor again: a live view (repeats=False) hears nothing
+    new, a run record (the default) hears every step of every run, and an event is immutable."""
+    from nbflow import Flow
+
+    flow = Flow("repeats", store=str(tmp_path / "store"))
+    @flow.step
+    def a() -> int:
+        return 1
+
+    @flow.step
+    def b(a: int) -> int:
+        return a + 1
+
+    live: list[tuple[str, str]] = []
+    stop_live = flow.events.subscribe(lambda e: live.append((e.step, e.status)), repeats=False)
+    flow.run("b")
+    assert ("a", "done") in live and ("b", "done") in live
+    live.clear()
+    flow.run("b")  # both cached now: each is news once...
+    assert live == [("a", "cached"), ("b", "cached")]
+    live.clear()
+    flow.run("b")  # ...and then not any more
+    assert live == []
+
+    record: list[tuple[str, str]] = []
+    stop_record = flow.events.subscribe(lambda e: record.append((e.step, e.status)))
+    flow.run("b")
+    assert record == [("a", "cached"), ("b", "cached")] and live == record
+    stop_record()
+    live.clear()
+    flow.run("b")
+    assert live == []
+    stop_live()
+    event = Event("f", "s", "done")
+    with pytest.raises(AttributeError):
+        event.status = "failed"  # type: ignore[misc]
