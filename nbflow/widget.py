@@ -592,6 +592,8 @@ class FlowMirror:
     ``on_status(updates)`` gets the changed steps after each event; ``on_graph(info)`` gets the
     new graph when steps were added, removed or rewired. ``cell_of(step)`` may supply the
     (cell id, source) of steps whose meta names no cell. Safe to feed from worker threads.
+    ``refresh_on_stale=False``: an edited step (a ``stale`` event) does not re-read the graph
+    at once; the owner calls :meth:`refresh_graph` (the comm does once the kernel is idle).
     """
 
     def __init__(
@@ -603,9 +605,11 @@ class FlowMirror:
         with_source: bool = True,
         cell_of: CellOf | None = None,
         lazy_dot: bool = False,
+        refresh_on_stale: bool = True,
     ) -> None:
         self.flow = flow
         self._lazy_dot = lazy_dot
+        self._refresh_on_stale = refresh_on_stale
         self._dot_due = False  # lazy_dot: graph["dot"] is out of date until full_graph()
         self.drawing = 0  # bumped whenever steps or edges change (the drawing does)
         self._on_status = on_status
@@ -747,7 +751,8 @@ class FlowMirror:
         if event.status == "cached" and event.key and self._shown.get(event.step) == event.key:
             return  # a cached ancestor checked again: its view shows this very entry already
         with self._lock:
-            if event.step not in self.statuses or event.status == "stale":
+            if event.step not in self.statuses or (event.status == "stale"
+                                                   and self._refresh_on_stale):
                 self.refresh_graph(force=False)
             if event.step not in self.statuses:
                 return

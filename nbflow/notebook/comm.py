@@ -74,7 +74,7 @@ class FlowComm:
         self._cells: dict[str, tuple[str | None, str | None]] = {}
         self._before: dict[str, int] = {}
         self._running_cell: tuple[str | None, str | None] = (None, None)
-        self._pending_refresh: Any = None  # the deferred status refresh after a cell, if any
+        self._pending_refresh: Any = None  # the deferred refresh after a cell, if any
         self._last_graph: GraphInfo | None = None  # as last broadcast (what deltas apply to)
         self._last_drawing = -1  # the mirror's drawing number in that broadcast
         self._graph_sent = 0.0  # when the last whole state was broadcast (monotonic)
@@ -90,7 +90,7 @@ class FlowComm:
         self._was_busy = False
         self._mirror = FlowMirror(
             flow, self._on_status, self._send_graph, with_source=True, cell_of=self._cells.get,
-            lazy_dot=True,
+            lazy_dot=True, refresh_on_stale=False,
         )
         self._manager = comm_lib.get_comm_manager()
         self._manager.register_target(COMM_TARGET, self._on_open)
@@ -308,21 +308,22 @@ class FlowComm:
                 self.refresh()
                 self._announce()
             return  # nobody watches: a front end that opens a comm is sent a fresh state
-        self._mirror.refresh_graph()
-        self._pending_refresh = self._main.later(self.REFRESH_DELAY, self._refresh_statuses)
+        self._pending_refresh = self._main.later(self.REFRESH_DELAY, self._refresh_after_cell)
         if self._pending_refresh is None:
-            self._refresh_statuses()
+            self._refresh_after_cell()
 
-    def _refresh_statuses(self) -> None:
-        """Re-read every step's status: a cell may have rebound or changed a value a step reads.
+    def _refresh_after_cell(self) -> None:
+        """Re-read the graph (an edited cell's facts) and every step's status (a cell may have
+        rebound or changed a value a step reads).
 
-        Events keep the statuses of steps that ran current as they run; this catches the rest,
-        at the cost of a key and a store lookup per step. So in a kernel it runs once the kernel
-        has been idle for ``REFRESH_DELAY`` (a next cell cancels it, and "run all" pays it once,
-        at the end), off the path of the cell that triggered it.
+        Events keep new steps and the statuses of steps that ran current as they run; this
+        catches the rest, at the cost of a key and a store lookup per step. So in a kernel it
+        runs once the kernel has been idle for ``REFRESH_DELAY`` (a next cell cancels it, and
+        "run all" pays it once, at the end), off the path of the cell that triggered it.
         """
         self._pending_refresh = None
         if not self._closed:
+            self._mirror.refresh_graph()
             self._mirror.refresh_statuses()
 
     def close(self) -> None:
