@@ -1,7 +1,7 @@
 """The live DAG widget (``%flow show`` / ``nbflow.show()``) and the view model it shares.
 
 :class:`DagWidget` draws the graph it is given: the DOT layout source comes from the flow's
-graph (built with the ``graphviz`` package; laid out in the browser by a WebAssembly Graphviz),
+graph (written directly as DOT text; laid out in the browser by a WebAssembly Graphviz),
 statuses come from the flow's event bus, and commands from the browser go back through
 :func:`nbflow.protocol.validate_client_message` before they touch the flow.
 
@@ -14,7 +14,6 @@ through the flow's public API and never reaches into the store or the executor.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -31,6 +30,7 @@ import ipywidgets
 import traitlets
 
 from .errors import NbflowError
+from .mainthread import MainThread
 from .protocol import (
     PROTOCOL_VERSION,
     STATUSES,
@@ -441,41 +441,6 @@ def log_to_process_stderr() -> None:
         handler.setFormatter(logging.Formatter("[%(name)s] %(levelname)s | %(message)s"))
         logger.addHandler(handler)
         logger.propagate = False
-
-
-class MainThread:
-    """Runs callables on the kernel's main thread.
-
-    Front-end messages may be handled on a kernel subshell thread while a cell runs; a flow must
-    only ever run where cells run, one thing at a time, so commands are handed to the loop of
-    the thread that created this object (the main thread) and wait for the running cell.
-    """
-
-    def __init__(self) -> None:
-        self.thread = threading.current_thread()
-        try:
-            self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            self.loop = None
-
-    def call(self, fn: Callable[[], None]) -> None:
-        loop = self.loop
-        if threading.current_thread() is self.thread or loop is None or loop.is_closed():
-            fn()
-        else:
-            loop.call_soon_threadsafe(fn)
-
-    def later(self, delay: float, fn: Callable[[], None]) -> asyncio.TimerHandle | None:
-        """Schedules ``fn`` on the main thread's loop in ``delay`` seconds, from that thread.
-
-        Returns None, scheduling nothing, where there is no running loop (a terminal IPython)
-        or when called from another thread: the caller then does the work at once.
-        """
-        loop = self.loop
-        if (threading.current_thread() is not self.thread or loop is None or loop.is_closed()
-                or not loop.is_running()):
-            return None
-        return loop.call_later(delay, fn)
 
 
 class Throttle:

@@ -81,14 +81,15 @@ class CellSpec:
 
 
 def prepare_cell(shell: Any, args: StepArgs, body: str, raw: str, cell_id: str | None,
-                 store: Any = None) -> CellSpec:
+                 store: Any = None,
+                 defer: Callable[[Callable[[], None]], None] | None = None) -> CellSpec:
     """Parse and analyse a ``%%step`` cell body. Raises UsageError naming the step and the fix."""
     from IPython.core.error import UsageError
 
     if not body.strip():
         raise UsageError(f"step '{args.name}' is empty; write the step's code below the %%step line")
     try:
-        compiled = compile_cell(shell, body, store)
+        compiled = compile_cell(shell, body, store, defer)
     except AnalysisError as e:
         raise UsageError(f"step '{args.name}': {e}") from None
     if compiled.empty:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..mainthread import MainThread
 from ..protocol import (
     COMM_TARGET,
     PROTOCOL_VERSION,
@@ -38,7 +39,6 @@ from ..widget import (
     Batcher,
     FlowMirror,
     GraphInfo,
-    MainThread,
     log_to_process_stderr,
     run_command,
     step_details,

@@ -18,7 +18,9 @@ import re
 import sys
 import textwrap
 import types
+import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +58,7 @@ _memo: OrderedDict[str, Compiled] = OrderedDict()
 def clear_memo() -> None:
     """Forget the in-process memo (benchmarks measure a kernel's first sight of a cell)."""
     _memo.clear()
+    _present.clear()
 
 
 def semicolon_at_end(text: str) -> bool:
@@ -79,17 +82,26 @@ def record_name(body: str) -> str:
     return digest_parts([*_versions(), body])
 
 
-def compile_cell(shell: Any, body: str, store: Any = None) -> Compiled:
-    """Understand a cell body; AnalysisError (also for code that cannot compile)."""
+def compile_cell(shell: Any, body: str, store: Any = None,
+                 defer: Callable[[Callable[[], None]], None] | None = None) -> Compiled:
+    """Understand a cell body; AnalysisError (also for code that cannot compile).
+
+    A new body's record goes to ``store`` for the next kernel, through ``defer`` when given
+    (the record only saves a later parse, so the cell need not wait for it).
+    """
     hit = _memo.get(body)
     if hit is not None:
         _memo.move_to_end(body)
         return hit
-    compiled = _load(store, body) if store is not None else None
+    name = record_name(body) if store is not None else ""
+    compiled = _load(store, name) if store is not None else None
     if compiled is None:
         compiled = _fresh(shell, body)
         if store is not None:
-            _save(store, body, compiled)
+            if defer is None:
+                _save(store, name, compiled)
+            else:
+                defer(functools.partial(_save, store, name, compiled))
     _memo[body] = compiled
     if len(_memo) > _MEMO_MAX:
         _memo.popitem(last=False)
@@ -168,9 +180,28 @@ def _compile(shell: Any, code: str, quiet: bool, tree: ast.Module | None = None
     return body, last, filename
 
 
-def _load(store: Any, body: str) -> Compiled | None:
+# store -> names of the records it held when first asked, plus those written since: a cell
+# never seen (every edit makes one) is then known to have no record without asking the store.
+# A record another process writes meanwhile is missed: the cell is parsed again, no more.
+_present: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+
+
+def _names(store: Any) -> set[str]:
+    names = _present.get(store)
+    if names is None:
+        try:
+            names = set(store.records(RECORD_KIND))
+        except Exception:
+            names = set()
+        _present[store] = names
+    return names
+
+
+def _load(store: Any, name: str) -> Compiled | None:
     try:
-        data = store.get_record(RECORD_KIND, record_name(body))
+        if name not in _names(store):
+            return None
+        data = store.get_record(RECORD_KIND, name)
         if not data:
             return None
         a = data["analysis"]
@@ -182,16 +213,17 @@ def _load(store: Any, body: str) -> Compiled | None:
         return None
 
 
-def _save(store: Any, body: str, c: Compiled) -> None:
+def _save(store: Any, name: str, c: Compiled) -> None:
     a = c.analysis
     data = {"code": c.code, "normalized": c.normalized, "quiet": c.quiet, "empty": c.empty,
             "analysis": {"binds": a.binds, "outputs": a.outputs, "reads": a.reads,
                          "imports": a.imports, "deletes": a.deletes,
                          "nested_reads": a.nested_reads}}
     try:
-        store.put_record(RECORD_KIND, record_name(body), data)
+        store.put_record(RECORD_KIND, name, data)
     except Exception:  # a read-only or full store: parse again next time
-        pass
+        return
+    _names(store).add(name)
 
 
 __all__ = ["Compiled", "clear_memo", "compile_cell", "record_name", "semicolon_at_end"]

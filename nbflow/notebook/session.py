@@ -11,6 +11,7 @@ and a cell's own recorded output is replayed with one ``cached, saved …`` line
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import warnings
@@ -25,6 +26,7 @@ from ..events import Event
 from ..executor import RunResult
 from ..flow import Flow, function_step
 from ..graph import Step
+from ..mainthread import MainThread
 from ..store import Manifest
 from ..store.base import CorruptEntry
 from .args import StepArgs, parse_step_line
@@ -45,6 +47,8 @@ from .report import seconds
 
 DEFAULT_LAZY = 8 * 1024 * 1024
 _MISSING = object()
+
+log = logging.getLogger("nbflow")
 
 
 @dataclass
@@ -113,12 +117,38 @@ class Session:
         self._ids: dict[str, int] = {}  # name -> id of the value nbflow last bound to it
         self._running: str | None = None  # the step whose action is running
         self._unsubscribe = self.flow.events.subscribe(self._on_event, repeats=False)
+        self._main = MainThread()
+        self._idle_work: list[Callable[[], None]] = []
+        self._idle_due: Any = None
 
     def close(self) -> None:
+        self.flush_idle()
         self._unsubscribe()
         for undo in self.on_close:
             undo()
         self.on_close.clear()
+
+    # -- work that can wait until the cell is over ---------------------------------------------
+    def when_idle(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once the kernel is free (after the cell, before the next), or at once
+        where there is no running loop. For what only makes later work faster, such as the
+        parse record of a new cell: the cell need not wait for it, and a kernel killed first
+        loses a shortcut, never a result."""
+        self._idle_work.append(fn)
+        if self._idle_due is None:
+            self._idle_due = self._main.later(0, self.flush_idle)
+            if self._idle_due is None:
+                self.flush_idle()
+
+    def flush_idle(self) -> None:
+        """Do the work :meth:`when_idle` set aside, now."""
+        self._idle_due = None
+        work, self._idle_work = self._idle_work, []
+        for fn in work:
+            try:
+                fn()
+            except Exception as e:  # a shortcut not written is no error of the user's
+                log.debug("nbflow: deferred work failed: %s", e)
 
     # -- hooks --------------------------------------------------------------------------------
     def _on_event(self, event: Event) -> None:
@@ -228,7 +258,7 @@ class Session:
         self._log.clear()  # only a %flow run reads it: it must not grow cell after cell
         cell_id, raw = self.cell_info()
         spec = prepare_cell(self.shell, args, body, raw or f"%%step {line}\n{body}", cell_id,
-                            self.flow.store)
+                            self.flow.store, defer=self.when_idle)
         self.register_cell(spec)
         self.run_cell(spec.name)
 

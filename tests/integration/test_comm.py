@@ -200,9 +200,11 @@ def test_comm_announces_syncs_and_runs(kernel: Kernel, tmp_path: Path) -> None:
                     and m["content"]["data"].get("type") == "result"]
 
 
-def test_a_plain_cell_that_changes_a_read_value_turns_the_step_stale(kernel: Kernel) -> None:
+def test_a_plain_cell_that_changes_a_read_value_turns_the_step_stale(kernel: Kernel,
+                                                                     tmp_path: Path) -> None:
     """Events cover steps that run; a plain cell rebinding a global a step reads is caught by
-    the status refresh that follows the cell once the kernel is idle."""
+    the status refresh that follows the cell once the kernel is idle. The new cell's parse
+    record is written then too."""
     kernel.execute("%load_ext nbflow", "p0")
     opened = kernel.wait(lambda m: m["msg_type"] == "comm_open"
                          and m["content"]["target_name"] == "nbflow")
@@ -212,6 +214,11 @@ def test_a_plain_cell_that_changes_a_read_value_turns_the_step_stale(kernel: Ker
     kernel.execute("alpha = 2", "p1")
     kernel.execute("%%step scaled\ny = alpha * 10", "p2")
     assert kernel.statuses_after(comm_id)["scaled"][-1] == "done"
+    records = tmp_path / ".nbflow" / "records" / "cells"
+    deadline = time.monotonic() + 10
+    while not list(records.glob("*.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(list(records.glob("*.json"))) == 1
     kernel.drain()
     kernel.execute("alpha = 3", "p3")
     update = kernel.wait(lambda m: m["msg_type"] == "comm_msg"
