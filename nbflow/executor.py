@@ -281,7 +281,9 @@ class Run:
 
     def take(self, step: Step, manifest: Manifest) -> None:
         self.manifests[step.name] = manifest
-        st = self.states.setdefault(step.name, StepState())
+        st = self.states.get(step.name)
+        if st is None:
+            st = self.states[step.name] = StepState()
         st.manifest = manifest
         st.key = manifest.key
         for out in step.outputs:

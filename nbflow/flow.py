@@ -158,7 +158,9 @@ class Flow(ScriptMixin, ImperativeMixin, ProcessGraphMixin, BatchMixin):
     def _mark_stale(self, names: Iterable[str]) -> None:
         for n in names:
             for m in [n, *self.graph.descendants(n)]:
-                st = self._states.setdefault(m, StepState())
+                st = self._states.get(m)
+                if st is None:
+                    st = self._states[m] = StepState()
                 if st.status != "stale":
                     st.status = "stale"
                     st.saved = None

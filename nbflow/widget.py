@@ -450,37 +450,39 @@ class Throttle:
     folded into one call at its end, made from a helper thread (the kernel's main thread may be
     busy running steps). One thread per throttle, started on first need and then waiting on a
     condition: starting a timer thread per interval would cost every cell a thread start.
-    ``flush`` makes a pending call now. With ``leading=False`` every call waits for the end of
-    an interval that starts at the first poke (unless flushed sooner): for callers that flush
-    themselves when a burst ends, so that a short burst costs one call, not two.
+    ``flush`` makes a pending call now.
+
+    ``poke(wake=False)`` only marks a call pending, for the caller's next ``flush`` (or a later
+    waking poke): a helper thread woken while the main thread works takes the GIL from it at
+    every system call, which cost a kernel's cells 0.3 ms each. Callers that flush when a burst
+    ends wake the throttle only for what must go out while the main thread is busy.
     """
 
-    def __init__(self, fn: Callable[[], None], interval: float, *, leading: bool = True) -> None:
+    def __init__(self, fn: Callable[[], None], interval: float) -> None:
         self._fn = fn
         self.interval = interval
-        self._leading = leading
         self._cond = threading.Condition(threading.Lock())
         self._call_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pending = False
+        self._armed = False  # the helper knows of the pending call and makes it at the interval's end
         self._last = 0.0
-        self._due = 0.0  # when the helper makes the pending call
         self._closed = False
 
-    def poke(self) -> None:
+    def poke(self, wake: bool = True) -> None:
         with self._cond:
             if self._closed:
                 return
-            was_pending, self._pending = self._pending, True
-            now = time.monotonic()
-            if not self._leading or self._last + self.interval > now:
-                if not was_pending:
-                    self._due = max(self._last, now if not self._leading else 0.0) + self.interval
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, name="nbflow-throttle",
-                                                    daemon=True)
-                    self._thread.start()
-                if not was_pending:  # else the helper is already waiting for the interval
+            self._pending = True
+            if not wake:
+                return
+            if self._last + self.interval > time.monotonic():
+                if not self._armed:
+                    self._armed = True
+                    if self._thread is None:
+                        self._thread = threading.Thread(target=self._run, name="nbflow-throttle",
+                                                        daemon=True)
+                        self._thread.start()
                     self._cond.notify()
                 return
         self.flush()
@@ -490,7 +492,7 @@ class Throttle:
             with self._cond:
                 if not self._pending or self._closed:
                     return
-                self._pending = False
+                self._pending = self._armed = False
                 self._last = time.monotonic()
             self._fn()
 
@@ -498,10 +500,10 @@ class Throttle:
         while True:
             with self._cond:
                 while not self._closed:
-                    if not self._pending:
+                    if not (self._pending and self._armed):
                         self._cond.wait()
                         continue
-                    wait = self._due - time.monotonic()
+                    wait = self._last + self.interval - time.monotonic()
                     if wait <= 0:
                         break
                     self._cond.wait(wait)
@@ -521,22 +523,22 @@ class Throttle:
 class Batcher:
     """Coalesces status updates for one channel to the browser: the latest status per step wins,
     and a message goes out at most every ``interval`` seconds (the first at once, unless
-    ``leading=False``: see :class:`Throttle`). A fast run of hundreds of steps then stays far
-    below the server's IOPub rate limits."""
+    ``add(..., wake=False)``: see :class:`Throttle`). A fast run of hundreds of steps then stays
+    far below the server's IOPub rate limits."""
 
     def __init__(
-        self, send: Callable[[dict[str, StatusInfo]], None], interval: float = 0.02,
-        *, leading: bool = True,
+        self, send: Callable[[dict[str, StatusInfo]], None], interval: float = 0.02
     ) -> None:
         self._send = send
         self._lock = threading.Lock()
         self._pending: dict[str, StatusInfo] = {}
-        self._throttle = Throttle(self._drain, interval, leading=leading)
+        self._throttle = Throttle(self._drain, interval)
 
-    def add(self, updates: Mapping[str, StatusInfo]) -> None:
+    def add(self, updates: Mapping[str, StatusInfo], wake: bool = True) -> None:
+        """Queue ``updates``; ``wake=False``: the caller flushes soon (see :class:`Throttle`)."""
         with self._lock:
             self._pending.update(updates)
-        self._throttle.poke()
+        self._throttle.poke(wake)
 
     def _drain(self) -> None:
         with self._lock:

@@ -84,10 +84,9 @@ class FlowComm:
         self._closed = False
         self._announced = 0
         self._exporter = find_exporter()
-        # no message at a burst's start: a cell's run is flushed when it ends (``_on_status``),
-        # so a cell served from the cache sends one status message, not two
-        self._batcher = Batcher(self._send_status, leading=False)
+        self._batcher = Batcher(self._send_status)
         self._was_busy = False
+        self._running_sent = False  # this run's first running step was sent
         self._mirror = FlowMirror(
             flow, self._on_status, self._send_graph, with_source=True, cell_of=self._cells.get,
             lazy_dot=True, refresh_on_stale=False,
@@ -185,10 +184,24 @@ class FlowComm:
                 self._forget(c)
 
     def _on_status(self, updates: dict[str, StatusInfo]) -> None:
-        self._batcher.add(updates)
+        """Statuses go out when a run or a cell ends, with one exception: a step that starts
+        running may run long, so the first one of a run is sent at once and later ones go
+        through the batcher's rate limit (its thread). A cell served from the cache sends one
+        message, one that runs a step two, and the batcher's thread sleeps through both: woken
+        while the main thread works, it would take the GIL at each of its system calls."""
+        running = any(info.get("status") == "running" for info in updates.values())
+        if threading.current_thread() is not self._main.thread:
+            self._batcher.add(updates)  # a worker's event: only the batcher's thread sends it
+        elif running and not self._running_sent:
+            self._running_sent = True
+            self._batcher.add(updates, wake=False)
+            self._batcher.flush()
+        else:
+            self._batcher.add(updates, wake=running)
         busy = bool(self._mirror.busy)
         if self._was_busy and not busy:
             self._batcher.flush()  # a run ended: its last statuses go before the cell finishes
+            self._running_sent = False
         self._was_busy = busy
 
     def flush(self) -> None:
@@ -295,6 +308,7 @@ class FlowComm:
     def _post_run_cell(self, _result: Any) -> None:
         if self._closed:
             return
+        self._batcher.flush()  # what the cell changed outside a run (a stale mark, say)
         cell_id, source = self._running_cell
         for name, step in list(self.flow.graph.steps.items()):
             if self._before.get(name) != id(step):
@@ -325,6 +339,7 @@ class FlowComm:
         if not self._closed:
             self._mirror.refresh_graph()
             self._mirror.refresh_statuses()
+            self._batcher.flush()
 
     def close(self) -> None:
         """Stop: unsubscribe, forget the comm target, close the comms."""

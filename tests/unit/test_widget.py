@@ -453,16 +453,17 @@ def test_throttle_calls_at_once_then_folds_pokes_into_one_call_per_interval() ->
     thread.join(1.0)
     assert not thread.is_alive()
 
-    # trailing only: even after a quiet spell the call waits for the interval (or a flush)
+    # wake=False: pending until a flush or a waking poke; the helper thread is not involved
     calls.clear()
     done.clear()
-    t = Throttle(fn, 0.05, leading=False)
-    t.poke()
-    t.poke()
-    assert calls == []
-    assert done.wait(0.01) is False and calls == []
+    t = Throttle(fn, 0.05)
+    t.poke(wake=False)
+    t.poke(wake=False)
+    time.sleep(0.1)
+    assert calls == [] and t._thread is None
     t.flush()
     assert calls == [threading.current_thread().name]
-    t.poke()
+    t.poke(wake=False)
+    t.poke()  # within the interval: the helper makes the call at its end
     assert done.wait(2.0) and calls[1] == "nbflow-throttle"
     t.close()
