@@ -183,13 +183,18 @@ class FlowComm:
                 log.debug("nbflow comm send failed: %s", e)
                 self._forget(c)
 
+    QUICK = 0.1  # seconds: a step that last ran faster is not announced as running at once
+
     def _on_status(self, updates: dict[str, StatusInfo]) -> None:
         """Statuses go out when a run or a cell ends, with one exception: a step that starts
         running may run long, so the first one of a run is sent at once and later ones go
-        through the batcher's rate limit (its thread). A cell served from the cache sends one
-        message, one that runs a step two, and the batcher's thread sleeps through both: woken
-        while the main thread works, it would take the GIL at each of its system calls."""
-        running = any(info.get("status") == "running" for info in updates.values())
+        through the batcher's rate limit (its thread). A step whose last run took less than
+        ``QUICK`` is not worth a message of its own (a kernel spends ~0.1 ms on each), so a
+        cell served from the cache or re-running a quick step sends one message, and the
+        batcher's thread sleeps: woken while the main thread works, it would take the GIL at
+        each of the main thread's system calls."""
+        running = any(info.get("status") == "running" and not _quick(info, self.QUICK)
+                      for info in updates.values())
         if threading.current_thread() is not self._main.thread:
             self._batcher.add(updates)  # a worker's event: only the batcher's thread sends it
         elif running and not self._running_sent:
@@ -369,6 +374,12 @@ class FlowComm:
                 c.close()
             except Exception as e:
                 log.debug("closing the nbflow comm failed: %s", e)
+
+
+def _quick(info: StatusInfo, limit: float) -> bool:
+    """Whether the step's last run (the info's duration) took less than ``limit`` seconds."""
+    duration = info.get("duration")
+    return isinstance(duration, int | float) and duration < limit
 
 
 _attached: dict[int, FlowComm] = {}

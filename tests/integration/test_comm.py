@@ -219,6 +219,14 @@ def test_a_plain_cell_that_changes_a_read_value_turns_the_step_stale(kernel: Ker
     while not list(records.glob("*.json")) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(list(records.glob("*.json"))) == 1
+    # an edited quick step: not announced as running on its own, one message for the cell
+    kernel.drain()
+    kernel.execute("%%step scaled\ny = alpha * 10 + 0", "p2")
+    messages = [m["content"]["data"]["updates"]["scaled"]["status"] for m in kernel.seen
+                if m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == comm_id
+                and m["content"]["data"].get("type") == "status"
+                and "scaled" in m["content"]["data"]["updates"]]
+    assert messages == ["done"], messages
     kernel.drain()
     kernel.execute("alpha = 3", "p3")
     update = kernel.wait(lambda m: m["msg_type"] == "comm_msg"
