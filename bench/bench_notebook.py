@@ -183,54 +183,74 @@ def magic_time(shell: InteractiveShell, session: Any, clock: IOClock, body_line:
     return total, clock.seconds
 
 
-def bench_cells(steps: int, repeat: int, comm: bool = True, first_runs: int = 30) -> dict[str, float]:
+def bench_cells(steps: int, repeat: int, comm: bool = True, first_runs: int = 30,
+                rounds: int = 10) -> dict[str, float]:
     """A notebook of ``steps`` chained step cells; the measured cell is the middle one, so it
-    has ``steps // 2`` ancestors whose keys the engine checks on every run (``make``)."""
+    has ``steps // 2`` ancestors whose keys the engine checks on every run (``make``).
+
+    The scenarios take turns, ``rounds`` times, each a slice of its samples: a slow spell of
+    the machine then weighs on all of them alike rather than on whichever ran during it.
+    """
     work = Path(tempfile.mkdtemp(prefix="nbflow-bench-nb-"))
     shell, session, clock = setup_shell(work, comm)
     cells = [typical_cell(i) for i in range(steps)]
     for c in cells:  # first run: everything executes and is stored
         run(shell, c)
-    target = cells[len(cells) // 2]
+    middle = len(cells) // 2
+    target = cells[middle]
     head, body = target.split("\n", 1)
     name_line = head[len("%%step "):]
     plain = plain_of(target)
-
-    # baseline: the same code as a plain cell
-    base = [run(shell, plain) for _ in range(repeat)]
-    # a hit, re-running the cell (parse and compile memoized, as when a user re-runs a cell)
-    whole = [run(shell, target) for _ in range(repeat)]
-    own, io_ = [], []
-    for _ in range(repeat):
-        shell.events.trigger("pre_run_cell", _Info(target))
-        total, io_s = magic_time(shell, session, clock, name_line, body)
-        own.append(total - io_s)
-        io_.append(io_s)
-    # a hit the first time a fresh kernel sees the cell (restart + run all): nothing memoized
-    first_own, first_io = [], []
-    for _ in range(first_runs):
-        shell, session, clock = setup_shell(work, comm)
-        parse.clear_memo()  # a new kernel: nothing in memory (the store's records remain)
-        for c in cells[: len(cells) // 2]:
+    base: list[float] = []
+    whole: list[float] = []
+    own: list[float] = []
+    io_: list[float] = []
+    first_own: list[float] = []
+    first_io: list[float] = []
+    miss_own: list[float] = []
+    miss_io: list[float] = []
+    miss_idle: list[float] = []
+    edits = 0
+    per, per_first = max(repeat // rounds, 1), max(first_runs // rounds, 1)
+    for _ in range(rounds):
+        # baseline: the same code as a plain cell
+        base += [run(shell, plain) for _ in range(per)]
+        # a hit, re-running the cell (parse and compile memoized, as when a user re-runs it)
+        run(shell, target)
+        whole += [run(shell, target) for _ in range(per)]
+        for _ in range(per):
+            shell.events.trigger("pre_run_cell", _Info(target))
+            total, io_s = magic_time(shell, session, clock, name_line, body)
+            own.append(total - io_s)
+            io_.append(io_s)
+        # a miss: new code each time (the cell runs and its outputs are written)
+        for _ in range(min(per, 20)):
+            edits += 1
+            src = target.replace("% 1000", f"% {1000 + edits}")
+            head, rest = src.split("\n", 1)
+            shell.events.trigger("pre_run_cell", _Info(src))
+            code = compile(rest, "<user>", "exec")
+            t = time.perf_counter()
+            exec(code, dict(shell.user_ns))  # the user's own code, timed alone
+            user = time.perf_counter() - t
+            total, io_s = magic_time(shell, session, clock, head[len("%%step "):], rest)
+            miss_own.append(total - io_s - user)
+            miss_io.append(io_s)
+            miss_idle.append(idle())
+        # a hit the first time a fresh kernel sees the cell (restart + run all): nothing
+        # memoized, the store's records remain
+        for _ in range(per_first):
+            shell, session, clock = setup_shell(work, comm)
+            parse.clear_memo()
+            for c in cells[:middle]:
+                run(shell, c)
+            shell.events.trigger("pre_run_cell", _Info(target))
+            total, io_s = magic_time(shell, session, clock, name_line, body)
+            first_own.append(total - io_s)
+            first_io.append(io_s)
+            idle()
+        for c in cells[middle + 1:]:  # the rest of the notebook, as before
             run(shell, c)
-        shell.events.trigger("pre_run_cell", _Info(target))
-        total, io_s = magic_time(shell, session, clock, name_line, body)
-        first_own.append(total - io_s)
-        first_io.append(io_s)
-    # a miss: new code each time (the cell runs and its outputs are written)
-    miss_own, miss_io, miss_idle = [], [], []
-    for k in range(min(repeat, 200)):
-        src = target.replace("% 1000", f"% {1000 + k + 1}")
-        head, rest = src.split("\n", 1)
-        shell.events.trigger("pre_run_cell", _Info(src))
-        code = compile(rest, "<user>", "exec")
-        t = time.perf_counter()
-        exec(code, dict(shell.user_ns))  # the user's own code, timed alone
-        user = time.perf_counter() - t
-        total, io_s = magic_time(shell, session, clock, head[len("%%step "):], rest)
-        miss_own.append(total - io_s - user)
-        miss_io.append(io_s)
-        miss_idle.append(idle())
     mins = {"hit_own_min": min(own), "first_own_min": min(first_own), "miss_own_min": min(miss_own),
             "baseline_min": min(base)}
     return {
@@ -244,7 +264,7 @@ def bench_cells(steps: int, repeat: int, comm: bool = True, first_runs: int = 30
         "miss_own": statistics.median(miss_own),
         "miss_io": statistics.median(miss_io),
         "miss_idle": statistics.median(miss_idle),
-        "ancestors": float(len(cells) // 2),
+        "ancestors": float(middle),
     }
 
 
@@ -319,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
            bench_cells(args.typical, args.repeat, comm=True))
     report("1b. the same without the comm (core + adapter only)",
            bench_cells(args.typical, args.repeat, comm=False))
-    deep = bench_cells(args.steps, max(args.repeat // 10, 20), comm=False, first_runs=5)
+    deep = bench_cells(args.steps, max(args.repeat // 10, 20), comm=False, first_runs=5,
+                       rounds=2)
     report(f"1c. worst case: middle cell of a {args.steps}-step chain, no comm", deep)
     per = (deep["hit_own"]) / deep["ancestors"]
     line("  => per ancestor whose key is checked", f"{per * 1e6:.1f} us")
