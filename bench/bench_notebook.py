@@ -2,11 +2,12 @@
 
     .venv/bin/python bench/bench_notebook.py [--steps 200] [--repeat 300]
 
-1. the magic's own work per typical ``%%step`` cell (parse, key, bookkeeping; user code and
-   store I/O excluded) — target ≤ 1 ms median — on a cache hit when the cell is re-run, on a
-   cache hit the first time a fresh kernel sees the cell (restart + run all), and on a miss;
-   baseline: the same code as a plain cell through the same shell. "Comm attached" means a
-front end listens, and every message to it is built, packed and signed as a kernel would.
+1. nbflow's own work per typical ``%%step`` cell (parse, key, bookkeeping, and its hooks
+   before and after the cell; user code and store I/O excluded) — target ≤ 1 ms median — on
+   a cache hit when the cell is re-run, on a cache hit the first time a fresh kernel sees the
+   cell (restart + run all), and on a miss; baseline: the same code as a plain cell through
+   the same shell. "Comm attached" means a front end listens, and every message to it is
+   built, packed and signed as a kernel would.
 2. ``%flow status`` of a 200-step notebook — target ≤ 50 ms.
 3. the tax on a plain cell (no magic) once nbflow is loaded: baseline, the same shell without
    nbflow. With a front end attached, steps' statuses are re-read once the kernel is idle, off
@@ -174,11 +175,15 @@ def idle() -> float:
 
 def magic_time(shell: InteractiveShell, session: Any, clock: IOClock, body_line: str,
                body: str) -> tuple[float, float]:
-    """(seconds inside the %%step magic, of which store I/O) for one cell run."""
+    """(seconds of nbflow's work for one ``%%step`` cell, of which store I/O): the magic and
+    nbflow's hooks before and after the cell (the front end's updates are sent from them)."""
     clock.seconds = 0.0
+    info = _Info(f"%%step {body_line}\n{body}")
     with quiet():
         t = time.perf_counter()
+        shell.events.trigger("pre_run_cell", info)
         session.step_cell(body_line, body)
+        shell.events.trigger("post_run_cell", _Result(info))
         total = time.perf_counter() - t
     return total, clock.seconds
 
@@ -219,7 +224,6 @@ def bench_cells(steps: int, repeat: int, comm: bool = True, first_runs: int = 30
         run(shell, target)
         whole += [run(shell, target) for _ in range(per)]
         for _ in range(per):
-            shell.events.trigger("pre_run_cell", _Info(target))
             total, io_s = magic_time(shell, session, clock, name_line, body)
             own.append(total - io_s)
             io_.append(io_s)
@@ -228,7 +232,6 @@ def bench_cells(steps: int, repeat: int, comm: bool = True, first_runs: int = 30
             edits += 1
             src = target.replace("% 1000", f"% {1000 + edits}")
             head, rest = src.split("\n", 1)
-            shell.events.trigger("pre_run_cell", _Info(src))
             code = compile(rest, "<user>", "exec")
             t = time.perf_counter()
             exec(code, dict(shell.user_ns))  # the user's own code, timed alone
@@ -244,7 +247,6 @@ def bench_cells(steps: int, repeat: int, comm: bool = True, first_runs: int = 30
             parse.clear_memo()
             for c in cells[:middle]:
                 run(shell, c)
-            shell.events.trigger("pre_run_cell", _Info(target))
             total, io_s = magic_time(shell, session, clock, name_line, body)
             first_own.append(total - io_s)
             first_io.append(io_s)
@@ -271,6 +273,15 @@ def bench_cells(steps: int, repeat: int, comm: bool = True, first_runs: int = 30
 class _Info:
     def __init__(self, raw: str) -> None:
         self.raw_cell = raw
+        self.cell_id = None
+
+
+class _Result:
+    def __init__(self, info: _Info) -> None:
+        self.info = info
+        self.success = True
+        self.error_before_exec = self.error_in_exec = None
+        self.result = None
 
 
 def bench_status(steps: int) -> dict[str, float]:

@@ -573,6 +573,10 @@ class FlowMirror:
     (cell id, source) of steps whose meta names no cell. Safe to feed from worker threads.
     ``refresh_on_stale=False``: an edited step (a ``stale`` event) does not re-read the graph
     at once; the owner calls :meth:`refresh_graph` (the comm does once the kernel is idle).
+    ``quick=seconds``: ``queued`` and ``running`` of a step whose last run took less are
+    passed over (its next status follows within moments; should this run be long, the view
+    shows the step's previous status until it ends), so that re-running a quick cell costs
+    the view two events, not four.
     """
 
     def __init__(
@@ -585,10 +589,12 @@ class FlowMirror:
         cell_of: CellOf | None = None,
         lazy_dot: bool = False,
         refresh_on_stale: bool = True,
+        quick: float | None = None,
     ) -> None:
         self.flow = flow
         self._lazy_dot = lazy_dot
         self._refresh_on_stale = refresh_on_stale
+        self._quick = quick
         self._dot_due = False  # lazy_dot: graph["dot"] is out of date until full_graph()
         self.drawing = 0  # bumped whenever steps or edges change (the drawing does)
         self._on_status = on_status
@@ -727,8 +733,13 @@ class FlowMirror:
     def _on_event(self, event: Any) -> None:
         if getattr(event, "item", None) is not None:
             return  # per-item progress of a foreach step: the step's own events follow
-        if event.status == "cached" and event.key and self._shown.get(event.step) == event.key:
+        status = event.status
+        if status == "cached" and event.key and self._shown.get(event.step) == event.key:
             return  # a cached ancestor checked again: its view shows this very entry already
+        if (status == "queued" or status == "running") and self._quick is not None:
+            last = self.statuses.get(event.step, {}).get("duration")
+            if isinstance(last, int | float) and last < self._quick:
+                return
         with self._lock:
             if event.step not in self.statuses or (event.status == "stale"
                                                    and self._refresh_on_stale):

@@ -89,7 +89,7 @@ class FlowComm:
         self._running_sent = False  # this run's first running step was sent
         self._mirror = FlowMirror(
             flow, self._on_status, self._send_graph, with_source=True, cell_of=self._cells.get,
-            lazy_dot=True, refresh_on_stale=False,
+            lazy_dot=True, refresh_on_stale=False, quick=self.QUICK,
         )
         self._manager = comm_lib.get_comm_manager()
         self._manager.register_target(COMM_TARGET, self._on_open)
@@ -128,6 +128,8 @@ class FlowComm:
         self._mirror.refresh_statuses()
 
     # -- comms ------------------------------------------------------------------------------------
+    QUICK = 0.1  # seconds: a step that last ran faster is not shown queued or running
+
     MAX_ANNOUNCEMENTS = 3  # unanswered ones: a front end without the extension closes them
 
     def _announce(self) -> None:
@@ -183,18 +185,15 @@ class FlowComm:
                 log.debug("nbflow comm send failed: %s", e)
                 self._forget(c)
 
-    QUICK = 0.1  # seconds: a step that last ran faster is not announced as running at once
-
     def _on_status(self, updates: dict[str, StatusInfo]) -> None:
         """Statuses go out when a run or a cell ends, with one exception: a step that starts
         running may run long, so the first one of a run is sent at once and later ones go
         through the batcher's rate limit (its thread). A step whose last run took less than
-        ``QUICK`` is not worth a message of its own (a kernel spends ~0.1 ms on each), so a
-        cell served from the cache or re-running a quick step sends one message, and the
-        batcher's thread sleeps: woken while the main thread works, it would take the GIL at
-        each of the main thread's system calls."""
-        running = any(info.get("status") == "running" and not _quick(info, self.QUICK)
-                      for info in updates.values())
+        ``QUICK`` is not shown running at all (the mirror passes over it; a kernel spends
+        ~0.1 ms on each message), so a cell served from the cache or re-running a quick step
+        sends one message, and the batcher's thread sleeps: woken while the main thread works,
+        it would take the GIL at each of the main thread's system calls."""
+        running = any(info.get("status") == "running" for info in updates.values())
         if threading.current_thread() is not self._main.thread:
             self._batcher.add(updates)  # a worker's event: only the batcher's thread sends it
         elif running and not self._running_sent:
@@ -374,12 +373,6 @@ class FlowComm:
                 c.close()
             except Exception as e:
                 log.debug("closing the nbflow comm failed: %s", e)
-
-
-def _quick(info: StatusInfo, limit: float) -> bool:
-    """Whether the step's last run (the info's duration) took less than ``limit`` seconds."""
-    duration = info.get("duration")
-    return isinstance(duration, int | float) and duration < limit
 
 
 _attached: dict[int, FlowComm] = {}
