@@ -72,7 +72,8 @@ class FlowComm:
         self._comms: dict[str, Any] = {}
         self._lock = threading.RLock()
         self._cells: dict[str, tuple[str | None, str | None]] = {}
-        self._before: dict[str, int] = {}
+        self._seen: dict[str, int] = {}  # step -> id of its Step when a cell last ended
+        self._seen_revision: Any = None  # (the graph, its revision) then
         self._running_cell: tuple[str | None, str | None] = (None, None)
         self._pending_refresh: Any = None  # the deferred refresh after a cell, if any
         self._last_graph: GraphInfo | None = None  # as last broadcast (what deltas apply to)
@@ -306,19 +307,24 @@ class FlowComm:
         if self._pending_refresh is not None:
             self._pending_refresh.cancel()  # a next cell: its own end refreshes
             self._pending_refresh = None
-        self._before = {name: id(step) for name, step in self.flow.graph.steps.items()}
         self._running_cell = (getattr(info, "cell_id", None), getattr(info, "raw_cell", None))
 
     def _post_run_cell(self, _result: Any) -> None:
         if self._closed:
             return
         self._batcher.flush()  # what the cell changed outside a run (a stale mark, say)
-        cell_id, source = self._running_cell
-        for name, step in list(self.flow.graph.steps.items()):
-            if self._before.get(name) != id(step):
-                self._cells[name] = (cell_id, source)
-        for gone in set(self._cells) - set(self.flow.graph.steps):
-            del self._cells[gone]
+        graph = self.flow.graph
+        revision = (id(graph), graph.revision)
+        if revision != self._seen_revision:  # steps were added or replaced: by this cell
+            cell_id, source = self._running_cell
+            steps = dict(graph.steps)
+            for name, step in steps.items():
+                if self._seen.get(name) != id(step):
+                    self._cells[name] = (cell_id, source)
+            for gone in set(self._cells) - set(steps):
+                del self._cells[gone]
+            self._seen = {name: id(step) for name, step in steps.items()}
+            self._seen_revision = revision
         with self._lock:
             has_comm = bool(self._comms)
         if not has_comm:
