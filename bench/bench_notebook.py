@@ -133,10 +133,19 @@ class WireComm(comm_lib.DummyComm):
 comm_lib.create_comm = WireComm  # what a kernel's comm manager would make
 
 
+class BenchKernel:
+    """What nbflow asks of a kernel: the request being handled (none here). With it, nbflow
+    sets work aside until the kernel is idle, as it does in ipykernel; ``idle()`` does it."""
+
+    def get_parent(self, channel: str = "shell") -> dict[str, Any]:
+        return {}
+
+
 def setup_shell(workdir: Path, comm: bool = True) -> tuple[InteractiveShell, Any, IOClock]:
     os.chdir(workdir)
     os.environ["JPY_SESSION_NAME"] = str(workdir / "bench.ipynb")
     shell = InteractiveShell.instance()
+    shell.kernel = BenchKernel()  # type: ignore[attr-defined]
     with quiet():
         shell.run_cell("%unload_ext nbflow")
         shell.reset(new_session=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from typing import Any
 
 
 class MainThread:
@@ -19,11 +20,16 @@ class MainThread:
     the thread that created this object (the main thread) and wait for the running cell.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, shell: Any = None) -> None:
+        """``shell``: the IPython shell, when known. Its loop is used only where the shell has
+        a kernel: another running loop (a sync Playwright session, say) may not run our
+        callbacks for a long time, so without a kernel everything happens at once."""
         self.thread = threading.current_thread()
         try:
             self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
+            self.loop = None
+        if shell is not None and getattr(shell, "kernel", None) is None:
             self.loop = None
 
     def call(self, fn: Callable[[], None]) -> None:

@@ -80,7 +80,7 @@ class FlowComm:
         self._last_drawing = -1  # the mirror's drawing number in that broadcast
         self._graph_sent = 0.0  # when the last whole state was broadcast (monotonic)
         self._graph_timer: Any = None  # a whole state due at the end of the interval
-        self._main = MainThread()
+        self._main = MainThread(shell)
         log_to_process_stderr()
         self._closed = False
         self._announced = 0
@@ -210,7 +210,7 @@ class FlowComm:
         self._was_busy = busy
 
     def flush(self) -> None:
-        """Send pending status updates now (else they follow within ``Batcher`` interval)."""
+        """Send pending status updates now (else they go out when the run or the cell ends)."""
         self._batcher.flush()
 
     def _send_status(self, updates: dict[str, StatusInfo]) -> None:
@@ -307,6 +307,7 @@ class FlowComm:
         if self._pending_refresh is not None:
             self._pending_refresh.cancel()  # a next cell: its own end refreshes
             self._pending_refresh = None
+        self._running_sent = False
         self._running_cell = (getattr(info, "cell_id", None), getattr(info, "raw_cell", None))
 
     def _post_run_cell(self, _result: Any) -> None:

@@ -117,7 +117,7 @@ class Session:
         self._ids: dict[str, int] = {}  # name -> id of the value nbflow last bound to it
         self._running: str | None = None  # the step whose action is running
         self._unsubscribe = self.flow.events.subscribe(self._on_event, repeats=False)
-        self._main = MainThread()
+        self._main = MainThread(shell)
         self._idle_work: list[Callable[[], None]] = []
         self._idle_due: Any = None
 

@@ -451,3 +451,21 @@ def test_transform_shortcut_matches_ipython() -> None:
     assert len(corpus) > 60
     wrong = [body for body in corpus if transform(shell, body) != shell.transform_cell(body)]
     assert wrong == []
+
+
+def test_nothing_waits_for_a_loop_that_is_not_a_kernels(sh: Shell) -> None:
+    """In a kernel, nbflow sets some work aside until the kernel is idle (a new cell's parse
+    record). Under some other running loop (a sync Playwright session runs one) it does that
+    work at once: such a loop may never run the callbacks."""
+    import asyncio
+
+    from nbflow.notebook import parse
+
+    async def inside() -> None:  # never yields to its loop, as a sync Playwright session
+        sh.ok("%reload_ext nbflow")
+        sh.ok("%%step in_loop\nanswer = 41 + 1\n")
+        store = current_session().flow.store  # type: ignore[union-attr]
+        assert parse.record_name("answer = 41 + 1\n") in store.records(parse.RECORD_KIND)
+
+    asyncio.run(inside())
+    assert sh.ns["answer"] == 42
