@@ -30,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -215,27 +216,19 @@ def bench_cells(steps: int, repeat: int, comm: bool = True, first_runs: int = 30
     head, body = target.split("\n", 1)
     name_line = head[len("%%step "):]
     plain = plain_of(target)
-    base: list[float] = []
-    whole: list[float] = []
-    own: list[float] = []
-    io_: list[float] = []
-    first_own: list[float] = []
-    first_io: list[float] = []
-    miss_own: list[float] = []
-    miss_io: list[float] = []
-    miss_idle: list[float] = []
+    samples: dict[str, list[float]] = defaultdict(list)
     edits = 0
     per, per_first = max(repeat // rounds, 1), max(first_runs // rounds, 1)
     for _ in range(rounds):
         # baseline: the same code as a plain cell
-        base += [run(shell, plain) for _ in range(per)]
+        samples["baseline"] += [run(shell, plain) for _ in range(per)]
         # a hit, re-running the cell (parse and compile memoized, as when a user re-runs it)
         run(shell, target)
-        whole += [run(shell, target) for _ in range(per)]
+        samples["hit_whole"] += [run(shell, target) for _ in range(per)]
         for _ in range(per):
             total, io_s = magic_time(shell, session, clock, name_line, body)
-            own.append(total - io_s)
-            io_.append(io_s)
+            samples["hit_own"].append(total - io_s)
+            samples["hit_io"].append(io_s)
         # a miss: new code each time (the cell runs and its outputs are written)
         for _ in range(min(per, 20)):
             edits += 1
@@ -246,9 +239,9 @@ def bench_cells(steps: int, repeat: int, comm: bool = True, first_runs: int = 30
             exec(code, dict(shell.user_ns))  # the user's own code, timed alone
             user = time.perf_counter() - t
             total, io_s = magic_time(shell, session, clock, head[len("%%step "):], rest)
-            miss_own.append(total - io_s - user)
-            miss_io.append(io_s)
-            miss_idle.append(idle())
+            samples["miss_own"].append(total - io_s - user)
+            samples["miss_io"].append(io_s)
+            samples["miss_idle"].append(idle())
         # a hit the first time a fresh kernel sees the cell (restart + run all): nothing
         # memoized, the store's records remain
         for _ in range(per_first):
@@ -257,24 +250,14 @@ def bench_cells(steps: int, repeat: int, comm: bool = True, first_runs: int = 30
             for c in cells[:middle]:
                 run(shell, c)
             total, io_s = magic_time(shell, session, clock, name_line, body)
-            first_own.append(total - io_s)
-            first_io.append(io_s)
+            samples["first_own"].append(total - io_s)
+            samples["first_io"].append(io_s)
             idle()
         for c in cells[middle + 1:]:  # the rest of the notebook, as before
             run(shell, c)
-    mins = {"hit_own_min": min(own), "first_own_min": min(first_own), "miss_own_min": min(miss_own),
-            "baseline_min": min(base)}
     return {
-        **mins,
-        "baseline": statistics.median(base),
-        "hit_whole": statistics.median(whole),
-        "hit_own": statistics.median(own),
-        "hit_io": statistics.median(io_),
-        "first_own": statistics.median(first_own),
-        "first_io": statistics.median(first_io),
-        "miss_own": statistics.median(miss_own),
-        "miss_io": statistics.median(miss_io),
-        "miss_idle": statistics.median(miss_idle),
+        **{f"{k}_min": min(samples[k]) for k in ("hit_own", "first_own", "miss_own", "baseline")},
+        **{k: statistics.median(v) for k, v in samples.items()},
         "ancestors": float(middle),
     }
 
