@@ -127,18 +127,6 @@ def merge_status(previous: StatusInfo | None, event: Any, ledger: SessionLedger 
     return info
 
 
-def _no_news(old: StatusInfo, event: Any, ledger: SessionLedger) -> bool:
-    """The cheap test of the common case: the same status and figures as before."""
-    status = event.status
-    if status != "cached" or old.get("status") not in ("cached", "done"):
-        return False
-    if ledger.computed(event.step, status, event.key):
-        status = "done"
-    return (old.get("status") == status and event.duration == old.get("duration")
-            and (event.sizes is None or event.sizes == old.get("sizes"))
-            and (status == "done" or event.saved == old.get("saved")))
-
-
 def _same_but_time(a: StatusInfo, b: StatusInfo) -> bool:
     return len(a) == len(b) and all(k == "time" or b.get(k) == v for k, v in a.items())
 
@@ -242,28 +230,14 @@ def build_digraph(
     (each cell of a fresh kernel's run-all), and a DOT library's generic quoting cost ~20 µs a
     node.
     """
-    return dot_source(graph_structure(graph), statuses), list(graph.steps)
+    nodes = list(graph.steps)
+    return dot_source(nodes, graph.edges(), statuses), nodes
 
 
-def _edges(structure: tuple[Any, ...]) -> list[tuple[str, str, list[str]]]:
-    """(producer, consumer, names) of every edge, as ``Graph.edges`` finds them."""
-    producers: dict[str, str] = {}
-    for name, _inputs, outputs in structure:
-        for out in outputs:
-            producers[out] = name
-    edges: dict[tuple[str, str], list[str]] = {}
-    for name, inputs, _outputs in structure:
-        for inp in inputs:
-            p = producers.get(inp)
-            if p is not None and p != name:
-                edges.setdefault((p, name), []).append(inp)
-    return [(a, b, names) for (a, b), names in edges.items()]
-
-
-def dot_source(structure: tuple[Any, ...], statuses: Mapping[str, StatusInfo] | None = None) -> str:
-    """The DOT source of :func:`build_digraph`, from a :func:`graph_structure` snapshot (so it
-    can be written later, and only when someone needs it)."""
-    nodes = [name for name, _inputs, _outputs in structure]
+def dot_source(nodes: list[str], edges: list[tuple[str, str, tuple[str, ...]]],
+               statuses: Mapping[str, StatusInfo] | None = None) -> str:
+    """The DOT source of :func:`build_digraph` from the steps and ``Graph.edges()``, so that a
+    view can keep both and write the source later, only when someone needs it."""
     index = {name: i for i, name in enumerate(nodes)}
     attrs = {**GRAPH_ATTRS, **(LARGE_GRAPH_ATTRS if len(nodes) > LARGE_GRAPH else {})}
     lines = [
@@ -285,7 +259,7 @@ def dot_source(structure: tuple[Any, ...], statuses: Mapping[str, StatusInfo] | 
             extra["penwidth"] = "2"
         label = f"{_text(name)}\\n{_text(f'{STATUS_ICONS[status]} {status}')}"
         lines.append(f'\tn{i} [label="{label}" {_attrs(extra)}]')
-    for producer, consumer, names in _edges(structure):
+    for producer, consumer, names in edges:
         lines.append(f'\tn{index[producer]} -> n{index[consumer]} [label="{_edge_label(names)}"]')
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -607,6 +581,7 @@ class FlowMirror:
         self._shown: dict[str, str] = {}  # step -> key of the entry its cached/done info shows
         self.busy: set[str] = set()
         self._structure: tuple[Any, ...] | None = None
+        self._edges: list[tuple[str, str, tuple[str, ...]]] = []  # Graph.edges() of the drawing
         self._revision: Any = None
         self._shape: Any = None
         self._infos: dict[str, tuple[Any, Any, StepInfo]] = {}  # name -> (step, cell, facts)
@@ -646,9 +621,10 @@ class FlowMirror:
             if changed:
                 self.drawing += 1
                 nodes = list(graph.steps)
+                self._edges = graph.edges()
                 self._dot_due = self._lazy_dot
                 if not self._lazy_dot:
-                    dot = dot_source(structure)
+                    dot = dot_source(nodes, self._edges)
             steps: dict[str, StepInfo] = {}
             for n in nodes:
                 step = graph.steps[n]
@@ -684,8 +660,8 @@ class FlowMirror:
         per cell, and a whole drawing per cell would make it quadratic."""
         with self._lock:
             if self._dot_due:
-                assert self._structure is not None
-                self.graph = {**self.graph, "dot": dot_source(self._structure)}
+                dot = dot_source(self.graph["nodes"], self._edges)
+                self.graph = {**self.graph, "dot": dot}
                 self._dot_due = False
             return self.graph
 
@@ -747,8 +723,6 @@ class FlowMirror:
             if event.step not in self.statuses:
                 return
             old = self.statuses.get(event.step)
-            if old is not None and _no_news(old, event, self._ledger):
-                return  # a cached ancestor checked again: nothing to send
             info = merge_status(old, event, self._ledger)
             if old is not None and _same_but_time(old, info):
                 return  # no news (a cached ancestor checked again): nothing to send
