@@ -23,10 +23,11 @@ from __future__ import annotations
 import ast
 import builtins
 import symtable
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .errors import NbflowError
+from .statements import Stmt, statements
 
 _BUILTINS = frozenset(dir(builtins)) | {"__name__", "__file__", "__builtins__", "get_ipython",
                                          "display", "In", "Out", "exit", "quit"}
@@ -283,31 +284,28 @@ def _nested_globals(table: symtable.SymbolTable, eager: bool = True
     return now, later - now, assigned
 
 
-# top-level statement (text, first and last column) -> (its ops, has inner scopes): an edited
-# cell re-walks only the statements that changed
+# top-level statement (Stmt.memo) -> (its ops, has inner scopes): an edited cell re-walks only
+# the statements that changed
 _stmt_ops: dict[tuple[str, int, int], tuple[tuple[Op, ...], bool]] = {}
 
 
-def analyze(source: str, tree: ast.Module | None = None) -> CellAnalysis:
-    """Analyse a cell's (already IPython-transformed) source (``tree``: its parse, if the
-    caller has it already)."""
+def analyze(source: str, stmts: Sequence[Stmt] | None = None) -> CellAnalysis:
+    """Analyse a cell's (already IPython-transformed) source (``stmts``: its statements, if
+    the caller has them already)."""
     try:
-        tree = tree if tree is not None else ast.parse(source)
+        stmts = stmts if stmts is not None else statements(source)
     except SyntaxError as e:
         raise AnalysisError(f"the cell has a syntax error on line {e.lineno}: {e.msg}") from e
     v = _State()
     inner_scopes = False
-    lines = source.splitlines(keepends=True)
-    for stmt in tree.body:
-        end = stmt.end_lineno or stmt.lineno
-        memo = ("".join(lines[stmt.lineno - 1:end]), stmt.col_offset, stmt.end_col_offset or 0)
-        hit = _stmt_ops.get(memo)
+    for stmt in stmts:
+        hit = _stmt_ops.get(stmt.memo)
         if hit is None:
             walker = _TopLevel()
-            walker.visit(stmt)
+            walker.visit(stmt.node)
             if len(_stmt_ops) > 8192:
                 _stmt_ops.clear()
-            hit = _stmt_ops[memo] = (tuple(walker.ops), walker.nested)
+            hit = _stmt_ops[stmt.memo] = (tuple(walker.ops), walker.nested)
         v.apply(hit[0])
         inner_scopes = inner_scopes or hit[1]
     eager_refs: set[str] = set()

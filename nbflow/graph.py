@@ -57,6 +57,7 @@ class Graph:
         self._producers: dict[str, str] | None = None
         self._children: dict[str, list[str]] | None = None  # memo, cleared on mutation
         self._orders: dict[tuple[str, ...] | None, list[str]] = {}  # memo, cleared on mutation
+        self._descendants: dict[str, list[str]] = {}  # memo, cleared on mutation
         self._checked: set[tuple[str, ...] | None] = set()
         self.revision = 0  # bumped on every mutation: lets callers memoize what they derive
         self.shape = 0  # bumped when steps, edges or inputs change (not on a same-edges edit)
@@ -72,6 +73,7 @@ class Graph:
         self._producers = None
         self._children = None
         self._orders.clear()
+        self._descendants.clear()
         self._checked.clear()
 
     # -- mutation -----------------------------------------------------------------------------
@@ -160,15 +162,18 @@ class Graph:
     def descendants(self, name: str) -> list[str]:
         """Every descendant of ``name`` (not including it), in registration order: cheaper than
         :meth:`downstream` when the order does not matter (marking steps stale)."""
-        self.get(name)
-        found: set[str] = set()
-        stack = [name]
-        while stack:
-            for child in self.children(stack.pop()):
-                if child not in found:
-                    found.add(child)
-                    stack.append(child)
-        return [s for s in self.steps if s in found] if found else []
+        memo = self._descendants.get(name)
+        if memo is None:
+            self.get(name)
+            found: set[str] = set()
+            stack = [name]
+            while stack:
+                for child in self.children(stack.pop()):
+                    if child not in found:
+                        found.add(child)
+                        stack.append(child)
+            memo = self._descendants[name] = [s for s in self.steps if s in found] if found else []
+        return list(memo)
 
     def downstream(self, name: str) -> list[str]:
         """Every descendant of ``name`` in topological order (not including it)."""

@@ -20,12 +20,13 @@ import sys
 import textwrap
 import types
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import xxhash
 
 from .hashing import digest_parts
+from .statements import Stmt
 
 FORMAT_VERSION = "nbflow-key-1"
 
@@ -74,20 +75,20 @@ def normalize_body(body: list[ast.stmt], outputs: tuple[str, ...]) -> str:
 _stmt_dumps: dict[tuple[str, int, int], str] = {}
 
 
-def normalize_cell(code: str, body: list[ast.stmt]) -> str:
-    """:func:`normalize_body` of a cell (no outputs) parsed from ``code``, memoized per
-    top-level statement by its text: an edit re-dumps only the statements it touched."""
-    body = _strip_docstring(list(body))
-    lines = code.splitlines(keepends=True)
+def normalize_cell(stmts: Sequence[Stmt]) -> str:
+    """:func:`normalize_body` of a cell (no outputs) from its statements, memoized per
+    statement: an edit re-dumps only the statements it touched."""
+    body = list(stmts)
+    if body and _strip_docstring([body[0].node]) == []:
+        body = body[1:]
     parts = []
-    for node in body:
-        end = node.end_lineno or node.lineno
-        memo = ("".join(lines[node.lineno - 1:end]), node.col_offset, node.end_col_offset or 0)
-        text = _stmt_dumps.get(memo)
+    for stmt in body:
+        text = _stmt_dumps.get(stmt.memo)
         if text is None:
             if len(_stmt_dumps) > 8192:
                 _stmt_dumps.clear()
-            text = _stmt_dumps[memo] = ast.dump(node, annotate_fields=False, include_attributes=False)
+            text = _stmt_dumps[stmt.memo] = ast.dump(stmt.node, annotate_fields=False,
+                                                     include_attributes=False)
         parts.append(text)
     return "\n".join(parts)
 

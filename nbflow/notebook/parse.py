@@ -27,6 +27,7 @@ from typing import Any
 from .. import keys
 from ..analysis import AnalysisError, CellAnalysis, analyze
 from ..hashing import digest_parts
+from ..statements import Stmt, statements
 
 CACHE_VERSION = "cells-1"
 RECORD_KIND = "cells"
@@ -111,6 +112,8 @@ def compile_cell(shell: Any, body: str, store: Any = None,
 # what IPython's transformers act on: an escape character first on a line (%magic, !cmd, ?obj,
 # autocall's , ; /), prompts, `x = %magic` / `x = !cmd`, and `obj?`. A `%` or `!` elsewhere is
 # Python (modulo, `!=`, string formatting), and IPython leaves it alone.
+_SPACE = frozenset(" \t\n\r\f\v")
+_SPACE_ONLY = re.compile(r"^[ \t]+$", re.MULTILINE)  # lines textwrap.dedent would empty
 _UNUSUAL = re.compile(r"^[ \t]*(?:[%!?,;/]|>>>|\.\.\.|In \[)|=[ \t]*[%!]|\?", re.MULTILINE)
 
 
@@ -124,6 +127,8 @@ def transform(shell: Any, body: str) -> str:
     """
     if not _UNUSUAL.search(body) and _default_transformers(shell):
         cell = body if body.endswith("\n") else body + "\n"
+        if cell[0] not in _SPACE and not _SPACE_ONLY.search(cell):  # nothing to drop or dedent
+            return cell if len(cell.splitlines()) > 1 else str(shell.transform_cell(body))
         lines = cell.splitlines(keepends=True)
         while lines and lines[0].isspace():
             lines.pop(0)
@@ -146,38 +151,63 @@ def _default_transformers(shell: Any) -> bool:
 def _fresh(shell: Any, body: str) -> Compiled:
     code = transform(shell, body)
     try:
-        tree = ast.parse(code)
+        stmts = statements(code)
     except SyntaxError as e:
         raise AnalysisError(f"the cell has a syntax error on line {e.lineno}: {e.msg}") from None
-    analysis = analyze(code, tree)
-    compiled = Compiled(code, analysis, keys.normalize_cell(code, tree.body),
-                        semicolon_at_end(body), not tree.body)
+    analysis = analyze(code, stmts)
+    compiled = Compiled(code, analysis, keys.normalize_cell(stmts), semicolon_at_end(body),
+                        not stmts)
     try:
-        compiled._objects = _compile(shell, code, compiled.quiet, tree)
+        compiled._objects = _compile(shell, code, compiled.quiet, stmts)
     except SyntaxError as e:  # parses, yet cannot compile: 'return' outside a function, ...
         raise AnalysisError(f"line {e.lineno}: {e.msg}") from None
     return compiled
 
 
-def _compile(shell: Any, code: str, quiet: bool, tree: ast.Module | None = None
+# flags that tell the parser how to treat incomplete input (codeop's): not for a whole cell
+_PARSER_FLAGS = 0x200 | 0x4000  # PyCF_DONT_IMPLY_DEDENT | PyCF_ALLOW_INCOMPLETE_INPUT
+
+
+def _compile(shell: Any, code: str, quiet: bool, stmts: list[Stmt] | None = None
              ) -> tuple[types.CodeType, types.CodeType | None, str]:
-    run_tree = tree if tree is not None else ast.parse(code)
-    if getattr(shell, "ast_transformers", None):
-        run_tree = shell.transform_ast(ast.parse(code))  # a fresh tree: the key's stays intact
+    """(body, trailing expression to display or None, filename), compiled as IPython would
+    (its filename cache, so tracebacks show the cell's lines; its ``__future__`` flags).
+
+    From the text when it can be cut by lines before the trailing expression — a parse in C
+    and no Python syntax tree to convert —, else from the tree (``shell``'s AST transformers
+    need one anyway)."""
     compiler = getattr(shell, "compile", None)
     cache = getattr(compiler, "cache", None)
     number = int(getattr(shell, "execution_count", 0) or 0)
     filename = cache(code, number) if cache is not None else "<nbflow cell>"
-    flags = int(getattr(compiler, "flags", 0) or 0)
-    nodes = list(run_tree.body)
-    last = None
-    tail = nodes[-1] if nodes else None
-    if isinstance(tail, ast.Expr) and not quiet:
+    flags = int(getattr(compiler, "flags", 0) or 0) & ~_PARSER_FLAGS
+    if stmts is None:
+        stmts = statements(code)
+    tail = stmts[-1] if stmts else None
+    display = isinstance(tail.node, ast.Expr) and not quiet if tail is not None else False
+    if not getattr(shell, "ast_transformers", None):
+        if not display:
+            return compile(code, filename, "exec", flags=flags, dont_inherit=True), None, filename
+        assert tail is not None
+        if (tail.col == 0 and (len(stmts) < 2 or stmts[-2].end_line < tail.line)
+                and "\r" not in code):
+            cut = sum(len(line) + 1 for line in code.split("\n", tail.line - 1)[:-1])
+            last = "\n" * (tail.line - 1) + code[cut:]  # on its own lines, for tracebacks
+            return (compile(code[:cut], filename, "exec", flags=flags, dont_inherit=True),
+                    compile(last, filename, "eval", flags=flags, dont_inherit=True), filename)
+    tree = ast.parse(code)
+    if getattr(shell, "ast_transformers", None):
+        tree = shell.transform_ast(tree)
+    nodes = list(tree.body)
+    last_code = None
+    end = nodes[-1] if nodes else None
+    if isinstance(end, ast.Expr) and not quiet:
         nodes.pop()
-        last = compile(ast.Expression(tail.value), filename, "eval", flags=flags, dont_inherit=True)
-    body = compile(ast.Module(nodes, type_ignores=[]), filename, "exec", flags=flags,
-                   dont_inherit=True)
-    return body, last, filename
+        last_code = compile(ast.Expression(end.value), filename, "eval", flags=flags,
+                            dont_inherit=True)
+    body_code = compile(ast.Module(nodes, type_ignores=[]), filename, "exec", flags=flags,
+                        dont_inherit=True)
+    return body_code, last_code, filename
 
 
 # store -> names of the records it held when first asked, plus those written since: a cell

@@ -427,6 +427,10 @@ TRANSFORM_CORPUS = [
     "t = f'{1 if 2 != 3 else 4}'\nu = not t",
     "x = 1\nprint(x)  # done? yes\n",
     "def f(a):\n    return a % 2\nf?\n",
+    "x = 1\n   \ny = 2\n",  # a line of spaces only
+    "x = 1\n\t\ny = 2",
+    "x = 1\fy = 2\n",
+    "\tx = 1\n\ty = 2\n",
 ]
 
 
@@ -453,6 +457,26 @@ def test_transform_shortcut_matches_ipython() -> None:
     assert wrong == []
 
 
+def test_cells_parsed_in_pieces_parse_as_a_whole() -> None:
+    import ast
+
+    from nbflow.statements import Stmt, parse_whole, statements
+
+    def facts(stmts: list[Stmt]) -> list[tuple[object, ...]]:
+        return [(s.text, s.line, s.end_line, s.col, s.end_col, ast.dump(s.node)) for s in stmts]
+
+    shell = InteractiveShell.instance()
+    for body in _corpus():
+        code = shell.transform_cell(body)
+        try:
+            whole = facts(parse_whole(code))
+        except SyntaxError:
+            with pytest.raises(SyntaxError):
+                statements(code)
+            continue
+        assert facts(statements(code)) == whole, code
+
+
 def test_nothing_waits_for_a_loop_that_is_not_a_kernels(sh: Shell) -> None:
     """In a kernel, nbflow sets some work aside until the kernel is idle (a new cell's parse
     record). Under some other running loop (a sync Playwright session runs one) it does that
@@ -477,3 +501,43 @@ def test_nothing_waits_for_a_loop_that_is_not_a_kernels(sh: Shell) -> None:
     else:
         cells()  # a loop runs here already (the browser tests' Playwright session)
     assert sh.ns["answer"] == 42
+
+
+@pytest.mark.parametrize(("cell", "shown"), [
+    ("a = 2\na * 3\n", "6"),
+    ("a = 2\n(a *\n 4)\n# the end\n", "8"),
+    ("a = 2; a + 1\n", "3"),  # the expression shares its line: compiled from the tree
+    ("@staticmethod\ndef f():\n    pass\nb = 5\nb + 5\n", "10"),
+    ("from __future__ import annotations\ndef f(v: int):\n    pass\nf.__annotations__['v']\n",
+     "'int'"),  # the cell's own __future__ import holds
+    ("a = 2\na * 3;\n", ""),  # a final ';' keeps it quiet
+    ("a = 2\n(a *\n 4);  # the end\n", ""),
+])
+def test_a_trailing_expression_is_shown(sh: Shell, capsys: pytest.CaptureFixture[str], cell: str,
+                                       shown: str) -> None:
+    capsys.readouterr()
+    sh.ok("%%step shown\n" + cell)
+    assert capsys.readouterr().out.strip() == shown
+
+
+@pytest.mark.parametrize("transformed", [False, True])
+def test_a_traceback_names_the_cells_line(sh: Shell, transformed: bool) -> None:
+    import ast
+
+    class Same(ast.NodeTransformer):
+        pass
+
+    if transformed:  # an AST transformer makes nbflow compile from the tree
+        sh.shell.ast_transformers.append(Same())
+    try:
+        result = sh.run("%%step fails\na = 1\n\nb = a / 0\nb\n")
+    finally:
+        sh.shell.ast_transformers[:] = []
+    err = result.error_in_exec
+    assert isinstance(err, ZeroDivisionError)
+    tb, lines = err.__traceback__, []
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "<module>":
+            lines.append(tb.tb_lineno)
+        tb = tb.tb_next
+    assert lines[-1] == 3
