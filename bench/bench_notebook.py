@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_notebook.py [--steps 200] [--repeat 300]
 
 1. nbflow's own work per typical ``%%step`` cell (parse, key, bookkeeping, and its hooks
-   before and after the cell; user code and store I/O excluded) — target ≤ 1 ms median — on
+   before and after the cell; user code and I/O excluded) — target ≤ 1 ms median — on
    a cache hit when the cell is re-run, on a cache hit the first time a fresh kernel sees the
    cell (restart + run all), and on a miss; baseline: the same code as a plain cell through
    the same shell. "Comm attached" means a front end listens, and every message to it is
@@ -13,10 +13,13 @@
    nbflow. With a front end attached, steps' statuses are re-read once the kernel is idle, off
    the cell's path; that deferred work is timed on its own.
 
-It runs inside an asyncio loop, as cells do in ipykernel, so deferred work is deferred here too.
+It runs inside an asyncio loop, as cells do in ipykernel, so deferred work is deferred here too,
+after a warm-up pass that is not reported.
 
-Store I/O is timed by wrapping the store's backend methods (the real ones, called through), so
-it can be reported separately and taken out of "own work".
+I/O is timed apart and taken out of "own work": the store's backend methods (the real ones,
+called through), and the kernel's packing and signing of each message to the front end (what
+ipykernel's ``Session`` does before the socket takes it). Both are also reported, and so is
+everything nbflow adds to a cell, I/O included.
 """
 
 from __future__ import annotations
@@ -48,10 +51,12 @@ IO_METHODS = ("read", "map", "write_atomic", "signature", "size", "touch", "remo
 
 
 class IOClock:
-    """Accumulates time spent in the store backend's I/O methods."""
+    """Accumulates time spent in the store backend's I/O methods (and, in ``messages``, the
+    kernel's packing of front-end messages)."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
+        self.messages = 0.0
 
     def wrap(self, backend: Any) -> None:
         for name in IO_METHODS:
@@ -126,12 +131,15 @@ class WireComm(comm_lib.DummyComm):
 
     def publish_msg(self, msg_type: str, data: Any = None, metadata: Any = None,
                     buffers: Any = None, **keys: Any) -> None:
+        t = time.perf_counter()
         content = {"comm_id": self.comm_id, "data": data or {}, **keys}
         msg = self._session.msg(msg_type, content, parent=self._parent, metadata=metadata or {})
         self._session.serialize(msg)
+        MESSAGES.messages += time.perf_counter() - t
 
 
 comm_lib.create_comm = WireComm  # what a kernel's comm manager would make
+MESSAGES = IOClock()  # the time the kernel spends packing front-end messages
 
 
 class BenchKernel:
@@ -185,9 +193,9 @@ def idle() -> float:
 
 def magic_time(shell: InteractiveShell, session: Any, clock: IOClock, body_line: str,
                body: str) -> tuple[float, float]:
-    """(seconds of nbflow's work for one ``%%step`` cell, of which store I/O): the magic and
+    """(seconds of nbflow's work for one ``%%step`` cell, of which I/O): the magic and
     nbflow's hooks before and after the cell (the front end's updates are sent from them)."""
-    clock.seconds = 0.0
+    clock.seconds = MESSAGES.messages = 0.0
     info = _Info(f"%%step {body_line}\n{body}")
     with quiet():
         t = time.perf_counter()
@@ -195,7 +203,7 @@ def magic_time(shell: InteractiveShell, session: Any, clock: IOClock, body_line:
         session.step_cell(body_line, body)
         shell.events.trigger("post_run_cell", _Result(info))
         total = time.perf_counter() - t
-    return total, clock.seconds
+    return total, clock.seconds + MESSAGES.messages
 
 
 def bench_cells(steps: int, repeat: int, comm: bool = True, first_runs: int = 30,
@@ -228,6 +236,7 @@ def bench_cells(steps: int, repeat: int, comm: bool = True, first_runs: int = 30
         for _ in range(per):
             total, io_s = magic_time(shell, session, clock, name_line, body)
             samples["hit_own"].append(total - io_s)
+            samples["hit_all"].append(total)
             samples["hit_io"].append(io_s)
         # a miss: new code each time (the cell runs and its outputs are written)
         for _ in range(min(per, 20)):
@@ -240,6 +249,7 @@ def bench_cells(steps: int, repeat: int, comm: bool = True, first_runs: int = 30
             user = time.perf_counter() - t
             total, io_s = magic_time(shell, session, clock, head[len("%%step "):], rest)
             samples["miss_own"].append(total - io_s - user)
+            samples["miss_all"].append(total - user)
             samples["miss_io"].append(io_s)
             samples["miss_idle"].append(idle())
         # a hit the first time a fresh kernel sees the cell (restart + run all): nothing
@@ -251,6 +261,7 @@ def bench_cells(steps: int, repeat: int, comm: bool = True, first_runs: int = 30
                 run(shell, c)
             total, io_s = magic_time(shell, session, clock, name_line, body)
             samples["first_own"].append(total - io_s)
+            samples["first_all"].append(total)
             samples["first_io"].append(io_s)
             idle()
         for c in cells[middle + 1:]:  # the rest of the notebook, as before
@@ -320,8 +331,10 @@ def report(title: str, r: dict[str, float]) -> None:
         line("  " + what, ms(r[key]),
              f"target <= 1 ms: {ok}; {r[key] / r['baseline']:.1f}x baseline; "
              f"min {ms(r[key + '_min'])}")
-    line("  store I/O excluded above: hit / first run / miss",
+    line("  I/O excluded above (store, messages): hit / first run / miss",
          f"{r['hit_io'] * 1000:.2f}/{r['first_io'] * 1000:.2f}/{r['miss_io'] * 1000:.2f} ms")
+    line("  all nbflow adds, I/O included: hit / first run / miss",
+         f"{r['hit_all'] * 1000:.2f}/{r['first_all'] * 1000:.2f}/{r['miss_all'] * 1000:.2f} ms")
     line("  miss: the parse record, written once the kernel is idle", ms(r["miss_idle"]),
          "(not on the cell's path)")
 
@@ -338,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{sys.version.split()[0]}, in-process InteractiveShell; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (medians inflate under load)")
     print("A typical %%step cell: 8 lines, 2 step inputs, 2 globals, 2 outputs.")
+    # a warm-up pass, not reported: whichever section ran first in a fresh process measured
+    # 20-40% slower than the same section run later (the allocator's arenas, imports, the
+    # memos of IPython and the interpreter) — a kernel has run many cells before the one timed
+    bench_cells(args.typical, 20, comm=True, first_runs=2, rounds=2)
     report(f"1a. middle cell of a {args.typical}-step notebook, JupyterLab comm attached",
            bench_cells(args.typical, args.repeat, comm=True))
     report("1b. the same without the comm (core + adapter only)",

@@ -75,7 +75,8 @@ class FlowComm:
         self._seen: dict[str, int] = {}  # step -> id of its Step when a cell last ended
         self._seen_revision: Any = None  # (the graph, its revision) then
         self._running_cell: tuple[str | None, str | None] = (None, None)
-        self._pending_refresh: Any = None  # the deferred refresh after a cell, if any
+        self._pending_refresh: Any = None  # the timer of the deferred refresh, if armed
+        self._refresh_due: float | None = None  # when it is due (monotonic); None: not wanted
         self._last_graph: GraphInfo | None = None  # as last broadcast (what deltas apply to)
         self._last_drawing = -1  # the mirror's drawing number in that broadcast
         self._graph_sent = 0.0  # when the last whole state was broadcast (monotonic)
@@ -304,9 +305,7 @@ class FlowComm:
     REFRESH_DELAY = 0.15  # seconds of quiet after a cell before statuses are re-read
 
     def _pre_run_cell(self, info: Any) -> None:
-        if self._pending_refresh is not None:
-            self._pending_refresh.cancel()  # a next cell: its own end refreshes
-            self._pending_refresh = None
+        self._refresh_due = None  # a next cell: its own end refreshes
         self._running_sent = False
         self._running_cell = (getattr(info, "cell_id", None), getattr(info, "raw_cell", None))
 
@@ -333,9 +332,25 @@ class FlowComm:
                 self.refresh()
                 self._announce()
             return  # nobody watches: a front end that opens a comm is sent a fresh state
-        self._pending_refresh = self._main.later(self.REFRESH_DELAY, self._refresh_after_cell)
-        if self._pending_refresh is None:
-            self._refresh_after_cell()
+        self._refresh_due = time.monotonic() + self.REFRESH_DELAY
+        if self._pending_refresh is None:  # else the armed timer finds the new due time
+            self._pending_refresh = self._main.later(self.REFRESH_DELAY, self._refresh_timer)
+            if self._pending_refresh is None:
+                self._refresh_after_cell()
+
+    def _refresh_timer(self) -> None:
+        """The timer is armed once and moved along rather than cancelled and made anew for
+        every cell of a "run all": a cell only writes down when the refresh is due."""
+        self._pending_refresh = None
+        due = self._refresh_due
+        if due is None:
+            return  # a cell is running: its end arms the timer again
+        wait = due - time.monotonic()
+        if wait > 0.001:
+            self._pending_refresh = self._main.later(wait, self._refresh_timer)
+            if self._pending_refresh is not None:
+                return
+        self._refresh_after_cell()
 
     def _refresh_after_cell(self) -> None:
         """Re-read the graph (an edited cell's facts) and every step's status (a cell may have
@@ -346,7 +361,7 @@ class FlowComm:
         runs once the kernel has been idle for ``REFRESH_DELAY`` (a next cell cancels it, and
         "run all" pays it once, at the end), off the path of the cell that triggered it.
         """
-        self._pending_refresh = None
+        self._refresh_due = None
         if not self._closed:
             self._mirror.refresh_graph()
             self._mirror.refresh_statuses()
