@@ -22,6 +22,7 @@ MAX_BYTES = 20 * 1024 * 1024
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 NBFLOW_META = "nbflow"  # metadata key marking outputs nbflow itself publishes
+RESULT = "nbflow_result"  # key marking the recorded display of the cell's trailing expression
 
 
 class _Tee:
@@ -56,6 +57,17 @@ class Capture:
         self.truncated = False
         self._bytes = 0
         self._saved: tuple[Any, ...] | None = None
+        self._publishing = False  # a display is being published: what it prints is not a stream
+
+    def add_result(self, value: Any) -> None:
+        """Display the cell's trailing expression, recorded as such: a later cell that ends in
+        ``;`` (the same key: formatting does not count) replays its output without it."""
+        from IPython.display import display
+
+        start = len(self.outputs)
+        display(value)
+        for out in self.outputs[start:]:
+            out[RESULT] = True
 
     # -- recording ------------------------------------------------------------------------------
     def _room(self, n: int) -> bool:
@@ -65,6 +77,8 @@ class Capture:
         return not self.truncated
 
     def add_stream(self, name: str, text: str) -> None:
+        if self._publishing:
+            return  # a terminal's publisher prints the display: it is recorded as a display
         if not isinstance(text, str) or not text or not self._room(len(text)):
             return
         last = self.outputs[-1] if self.outputs else None
@@ -104,7 +118,11 @@ class Capture:
             def publish(data: Any, metadata: Any = None, *args: Any, **kwargs: Any) -> Any:
                 if not kwargs.get("update"):
                     self.add_display(data or {}, metadata)
-                return original_publish(data, metadata, *args, **kwargs)
+                self._publishing = True
+                try:
+                    return original_publish(data, metadata, *args, **kwargs)
+                finally:
+                    self._publishing = False
 
             pub.publish = publish
             if original_clear is not None:
@@ -149,10 +167,13 @@ def flush_figures() -> None:
     backend_inline.flush_figures()
 
 
-def replay(shell: Any, outputs: list[Mapping[str, Any]]) -> None:
-    """Publish recorded outputs again, in their original order."""
+def replay(shell: Any, outputs: list[Mapping[str, Any]], quiet: bool = False) -> None:
+    """Publish recorded outputs again, in their original order (``quiet``: without the display
+    of the trailing expression, for a cell that now ends in ``;``)."""
     pub = getattr(shell, "display_pub", None)
     for out in outputs:
+        if quiet and out.get(RESULT):
+            continue
         kind = out.get("output_type")
         if kind == "stream":
             stream = sys.stderr if out.get("name") == "stderr" else sys.stdout

@@ -207,9 +207,7 @@ class CellAction:
                 if last is not None:
                     result = eval(last, ns)
                     if result is not None:
-                        from IPython.display import display
-
-                        display(result)
+                        cap.add_result(result)
                 flush_figures()
         finally:
             s.restore_names(restore)

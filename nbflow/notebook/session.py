@@ -474,7 +474,8 @@ class Session:
                 spec = self.cells.get(name)
                 if spec is not None:
                     self.ns.rerun_imports(spec.compiled.analysis.imports, name)
-                replay(self.shell, manifest.displays)
+                replay(self.shell, manifest.displays,
+                       quiet=spec is not None and spec.compiled.quiet)
                 if manifest.data.get("displays_truncated"):
                     print("(part of this step's output was too large to keep in the cache)")
                 note(self.shell, f"cached, saved {seconds(manifest.duration)}",

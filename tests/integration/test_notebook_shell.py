@@ -541,3 +541,19 @@ def test_a_traceback_names_the_cells_line(sh: Shell, transformed: bool) -> None:
             lines.append(tb.tb_lineno)
         tb = tb.tb_next
     assert lines[-1] == 3
+
+
+def test_a_final_semicolon_hides_the_value_on_a_hit_too(sh: Shell,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """';' does not change the key (formatting does not count), so the cached entry of the
+    cell without it is served: its replay leaves out the trailing expression's display, and
+    keeps what the cell printed. A display is replayed once, also where the shell's publisher
+    prints it (a terminal)."""
+    sh.ok("%%step shown\nprint('printed')\na = 2\na * 3\n")
+    assert capsys.readouterr().out.split() == ["printed", "6"]
+    sh.ok("%%step shown\nprint('printed')\na = 2\na * 3\n")
+    replayed = capsys.readouterr().out.split()
+    assert replayed[:3] == ["printed", "6", "cached,"]  # the value once, not twice
+    sh.ok("%%step shown\nprint('printed')\na = 2\na * 3;\n")
+    out = capsys.readouterr().out
+    assert out.split()[0] == "printed" and "6" not in out.split() and "cached" in out
