@@ -60,7 +60,7 @@ def split_lines(code: str) -> list[str]:
     return code.split("\n")
 
 
-def _spans(tree: ast.Module, lines: list[str], offset: int = 0) -> list[Stmt]:
+def _spans(tree: ast.Module, lines: list[str]) -> list[Stmt]:
     out = []
     for node in tree.body:
         first = node.lineno
@@ -68,7 +68,7 @@ def _spans(tree: ast.Module, lines: list[str], offset: int = 0) -> list[Stmt]:
             first = min(first, d.lineno)
         end = node.end_lineno or node.lineno
         memo = ("\n".join(lines[first - 1:end]), node.col_offset, node.end_col_offset or 0)
-        out.append(Stmt(memo, first + offset, end + offset, node))
+        out.append(Stmt(memo, first, end, node))
     return out
 
 

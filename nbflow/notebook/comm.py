@@ -346,10 +346,9 @@ class FlowComm:
         if due is None:
             return  # a cell is running: its end arms the timer again
         wait = due - time.monotonic()
-        if wait > 0.001:
+        if wait > 0.001:  # a later cell moved it along (a timer that fires has a loop to wait on)
             self._pending_refresh = self._main.later(wait, self._refresh_timer)
-            if self._pending_refresh is not None:
-                return
+            return
         self._refresh_after_cell()
 
     def _refresh_after_cell(self) -> None:
@@ -358,7 +357,7 @@ class FlowComm:
 
         Events keep new steps and the statuses of steps that ran current as they run; this
         catches the rest, at the cost of a key and a store lookup per step. So in a kernel it
-        runs once the kernel has been idle for ``REFRESH_DELAY`` (a next cell cancels it, and
+        runs once the kernel has been idle for ``REFRESH_DELAY`` (a next cell moves it along, so
         "run all" pays it once, at the end), off the path of the cell that triggered it.
         """
         self._refresh_due = None
