@@ -43,6 +43,11 @@ class Stmt(NamedTuple):
     def end_col(self) -> int:
         return self.memo[2]
 
+    @property
+    def shift(self) -> int:
+        """How many lines below the node's own line numbers the statement stands."""
+        return self.line - _first_line(self.node)
+
 
 # where a piece may start: after a newline, a line that is not indented, blank or a comment,
 # nor the next clause of a compound statement
@@ -60,12 +65,17 @@ def split_lines(code: str) -> list[str]:
     return code.split("\n")
 
 
+def _first_line(node: ast.stmt) -> int:
+    first = node.lineno
+    for d in getattr(node, "decorator_list", ()):
+        first = min(first, d.lineno)
+    return first
+
+
 def _spans(tree: ast.Module, lines: list[str]) -> list[Stmt]:
     out = []
     for node in tree.body:
-        first = node.lineno
-        for d in getattr(node, "decorator_list", ()):
-            first = min(first, d.lineno)
+        first = _first_line(node)
         end = node.end_lineno or node.lineno
         memo = ("\n".join(lines[first - 1:end]), node.col_offset, node.end_col_offset or 0)
         out.append(Stmt(memo, first, end, node))

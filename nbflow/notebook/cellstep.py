@@ -203,7 +203,8 @@ class CellAction:
         try:
             body, last, _filename = self.spec.compiled.objects(s.shell)
             with Capture(s.shell) as cap:
-                exec(body, ns)
+                for code in body:  # statement by statement, as IPython runs a cell
+                    exec(code, ns)
                 if last is not None:
                     result = eval(last, ns)
                     if result is not None:

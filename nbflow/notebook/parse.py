@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import xxhash
+
 from .. import keys
 from ..analysis import AnalysisError, CellAnalysis, analyze
 from ..hashing import digest_parts
@@ -43,10 +45,10 @@ class Compiled:
     normalized: str  # keys.normalize_source of ``code``: what the key covers
     quiet: bool  # ends with ';': the trailing expression is not displayed
     empty: bool  # no statements (only comments)
-    _objects: tuple[types.CodeType, types.CodeType | None, str] | None = field(
+    _objects: tuple[tuple[types.CodeType, ...], types.CodeType | None, str] | None = field(
         default=None, repr=False, compare=False)
 
-    def objects(self, shell: Any) -> tuple[types.CodeType, types.CodeType | None, str]:
+    def objects(self, shell: Any) -> tuple[tuple[types.CodeType, ...], types.CodeType | None, str]:
         """(body, trailing expression or None, filename) compiled for the shell."""
         if self._objects is None:
             self._objects = _compile(shell, self.code, self.quiet)
@@ -166,35 +168,87 @@ def _fresh(shell: Any, body: str) -> Compiled:
 
 # flags that tell the parser how to treat incomplete input (codeop's): not for a whole cell
 _PARSER_FLAGS = 0x200 | 0x4000  # PyCF_DONT_IMPLY_DEDENT | PyCF_ALLOW_INCOMPLETE_INPUT
+_CODE_MAX = 4096
+# (statement's memo, mode, flags) -> its code, compiled with the statement's own line numbers
+_codes: dict[tuple[tuple[str, int, int], str, int], types.CodeType] = {}
 
 
 def _compile(shell: Any, code: str, quiet: bool, stmts: list[Stmt] | None = None
-             ) -> tuple[types.CodeType, types.CodeType | None, str]:
+             ) -> tuple[tuple[types.CodeType, ...], types.CodeType | None, str]:
     """(body, trailing expression to display or None, filename), compiled as IPython would
     (its filename cache, so tracebacks show the cell's lines; its ``__future__`` flags).
 
-    From the text when it can be cut by lines before the trailing expression — a parse in C
-    and no Python syntax tree to convert —, else from the tree (``shell``'s AST transformers
-    need one anyway)."""
+    Statement by statement, as IPython runs a cell, from the trees :func:`statements` already
+    parsed: each statement's code is memoized, so an edited cell compiles only what changed,
+    and then placed at its line of the cell under the cell's file name. A cell with a
+    ``__future__`` import (it holds for the statements after it) or a shell with AST
+    transformers (they see the whole tree) is compiled whole."""
     compiler = getattr(shell, "compile", None)
-    cache = getattr(compiler, "cache", None)
-    number = int(getattr(shell, "execution_count", 0) or 0)
-    filename = cache(code, number) if cache is not None else "<nbflow cell>"
+    filename = _filename(compiler, code, int(getattr(shell, "execution_count", 0) or 0))
     flags = int(getattr(compiler, "flags", 0) or 0) & ~_PARSER_FLAGS
+    if getattr(shell, "ast_transformers", None) or "__future__" in code:
+        return _compile_whole(shell, code, quiet, filename, flags)
     if stmts is None:
         stmts = statements(code)
-    tail = stmts[-1] if stmts else None
-    display = isinstance(tail.node, ast.Expr) and not quiet if tail is not None else False
-    if not getattr(shell, "ast_transformers", None):
-        if not display:
-            return compile(code, filename, "exec", flags=flags, dont_inherit=True), None, filename
-        assert tail is not None
-        if (tail.col == 0 and (len(stmts) < 2 or stmts[-2].end_line < tail.line)
-                and "\r" not in code):
-            cut = sum(len(line) + 1 for line in code.split("\n", tail.line - 1)[:-1])
-            last = "\n" * (tail.line - 1) + code[cut:]  # on its own lines, for tracebacks
-            return (compile(code[:cut], filename, "exec", flags=flags, dont_inherit=True),
-                    compile(last, filename, "eval", flags=flags, dont_inherit=True), filename)
+    display = bool(stmts) and isinstance(stmts[-1].node, ast.Expr) and not quiet
+    body = tuple(_placed(_statement_code(s, "exec", flags), filename, s.shift)
+                 for s in (stmts[:-1] if display else stmts))
+    last = _placed(_statement_code(stmts[-1], "eval", flags), filename, stmts[-1].shift
+                   ) if display else None
+    return body, last, filename
+
+
+def _filename(compiler: Any, code: str, number: int) -> str:
+    """The file name the shell gives ``code`` (its lines are then what tracebacks show).
+
+    ipykernel names a cell's file by a hash of its raw text that it computes in Python, at
+    ~0.2 µs a byte: a long cell would cost milliseconds per edit. A digest of the text, passed
+    as the raw text, names it as uniquely, at the cost of hashing 16 characters."""
+    cache = getattr(compiler, "cache", None)
+    if cache is None:
+        return "<nbflow cell>"
+    try:
+        return str(cache(code, number, raw_code=xxhash.xxh3_64_hexdigest(code.encode(
+            "utf-8", "surrogatepass"))))
+    except TypeError:  # a compiler without raw_code
+        return str(cache(code, number))
+
+
+def _statement_code(stmt: Stmt, mode: str, flags: int) -> types.CodeType:
+    key = (stmt.memo, mode, flags)
+    code = _codes.get(key)
+    if code is None:
+        node = stmt.node
+        tree: ast.mod = (ast.Expression(node.value) if mode == "eval" and isinstance(node, ast.Expr)
+                         else ast.Module([node], type_ignores=[]))
+        try:
+            code = compile(tree, "<nbflow cell>", mode, flags=flags, dont_inherit=True)
+        except SyntaxError as e:  # at the statement's line of the cell
+            if e.lineno is not None:
+                e.lineno += stmt.shift
+            raise
+        if len(_codes) > _CODE_MAX:
+            _codes.clear()
+        _codes[key] = code
+    return code
+
+
+def _placed(code: types.CodeType, filename: str, shift: int) -> types.CodeType:
+    """``code`` (and the code it holds: functions, classes, comprehensions) ``shift`` lines
+    down, under ``filename``. Line tables count from ``co_firstlineno``, so moving that moves
+    every line of a code object."""
+    if not shift and code.co_filename == filename:
+        return code
+    consts = code.co_consts
+    if any(isinstance(c, types.CodeType) for c in consts):
+        consts = tuple(_placed(c, filename, shift) if isinstance(c, types.CodeType) else c
+                       for c in consts)
+    return code.replace(co_filename=filename, co_firstlineno=code.co_firstlineno + shift,
+                        co_consts=consts)
+
+
+def _compile_whole(shell: Any, code: str, quiet: bool, filename: str, flags: int
+                   ) -> tuple[tuple[types.CodeType, ...], types.CodeType | None, str]:
     tree = ast.parse(code)
     if getattr(shell, "ast_transformers", None):
         tree = shell.transform_ast(tree)
@@ -207,7 +261,7 @@ def _compile(shell: Any, code: str, quiet: bool, stmts: list[Stmt] | None = None
                             dont_inherit=True)
     body_code = compile(ast.Module(nodes, type_ignores=[]), filename, "exec", flags=flags,
                         dont_inherit=True)
-    return body_code, last_code, filename
+    return (body_code,), last_code, filename
 
 
 # store -> names of the records it held when first asked, plus those written since: a cell

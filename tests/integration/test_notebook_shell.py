@@ -292,6 +292,8 @@ def test_bad_step_lines_name_the_fix(sh: Shell) -> None:
     assert "which the cell does not read" in sh.usage_error("%%step s --ignore zzz\nx = 1")
     assert "--in names 'nope', which no step defines" in sh.usage_error("%%step s --in nope\nx = 1")
     assert "syntax error" in sh.usage_error("%%step s\nx = (")
+    # parses, yet does not compile: the line is the cell's, not its statement's
+    assert "line 2: 'return' outside function" in sh.usage_error("%%step s\nx = 1\nreturn x\n")
     assert "empty" in sh.usage_error("%%step s\n# only a comment\n")
     assert "did not bind 'y'" in sh.usage_error("%%step s --out y\nif False:\n    y = 1")
     assert "cannot read" in sh.usage_error("%%step s --in 'a\nx = 1")
@@ -541,6 +543,48 @@ def test_a_traceback_names_the_cells_line(sh: Shell, transformed: bool) -> None:
             lines.append(tb.tb_lineno)
         tb = tb.tb_next
     assert lines[-1] == 3
+
+
+@pytest.mark.parametrize("kernel", [False, True])
+def test_tracebacks_name_the_edited_cells_file_and_lines(sh: Shell, kernel: bool) -> None:
+    """Statements' code is memoized across edits and placed at its line under the cell's
+    current file name: a function kept from an earlier version of the cell, and one moved down
+    by a line added above it, report the right line, and the line shown is the cell's. Also
+    under ipykernel's compiler, which names a cell's file by a hash of its text."""
+    import linecache
+
+    from ipykernel.compiler import XCachingCompiler
+
+    def frames(cell: str) -> list[tuple[str, int, str]]:
+        err = sh.run("%%step fails\n" + cell).error_in_exec
+        assert isinstance(err, ZeroDivisionError)
+        tb, out = err.__traceback__, []
+        while tb is not None:
+            code = tb.tb_frame.f_code
+            entry = linecache.cache.get(code.co_filename)
+            line = linecache.getline(code.co_filename, tb.tb_lineno).strip()
+            # registered by the shell: a cell's (IPython's own is the magic's call)
+            if entry is not None and entry[1] is None and "run_cell_magic" not in line:
+                out.append((code.co_name, tb.tb_lineno, line))
+            tb = tb.tb_next
+        return out
+
+    previous = sh.shell.compile
+    if kernel:
+        sh.shell.compile = XCachingCompiler()
+    try:
+        body = "def f(v):\n    return [1 / x for x in v]\n\nsafe = 1\ny = f([safe])\n"
+        sh.ok("%%step fails\n" + body)  # runs: every statement's code is memoized
+        edited = body.replace("safe = 1", "safe = 0")
+        assert frames(edited) == [("<module>", 5, "y = f([safe])"),
+                                  ("f", 2, "return [1 / x for x in v]"),
+                                  ("<listcomp>", 2, "return [1 / x for x in v]")]
+        moved = "# a line above\n" + edited
+        assert frames(moved) == [("<module>", 6, "y = f([safe])"),
+                                 ("f", 3, "return [1 / x for x in v]"),
+                                 ("<listcomp>", 3, "return [1 / x for x in v]")]
+    finally:
+        sh.shell.compile = previous
 
 
 def test_a_final_semicolon_hides_the_value_on_a_hit_too(sh: Shell,

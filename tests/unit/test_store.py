@@ -167,6 +167,20 @@ def test_signature_checked_over_stored_bytes_or_canonical_form(tmp_path: Path) -
         assert open_store(tmp_path / "s").get(KEY) is None
 
 
+@pytest.mark.parametrize("key_size", [32, 64, 65, 200])
+def test_signatures_are_hmac_sha256(key_size: int) -> None:
+    """Stores stay readable across versions and by any HMAC implementation: the signature
+    is standard HMAC-SHA256, keys longer than a block included."""
+    import hmac
+    import os as _os
+
+    key = _os.urandom(key_size)
+    for data in (b"", b"{}", _os.urandom(5000)):
+        assert signing.sign(data, key) == hmac.digest(key, data, "sha256").hex()
+        assert signing.verify(data, hmac.digest(key, data, "sha256").hex(), key)
+        assert not signing.verify(data + b" ", signing.sign(data, key), key)
+
+
 def test_strict_mode_raises(tmp_path: Path) -> None:
     from nbflow.store import CorruptEntry
 
