@@ -42,8 +42,8 @@ os.environ.setdefault("NBFLOW_KEY_FILE", str(Path(tempfile.mkdtemp()) / "hmac.ke
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import comm as comm_lib  # noqa: E402
-from IPython.core.interactiveshell import InteractiveShell  # noqa: E402
 from ipykernel.compiler import XCachingCompiler  # noqa: E402
+from IPython.core.interactiveshell import InteractiveShell  # noqa: E402
 from jupyter_client.session import Session  # noqa: E402
 
 from nbflow.notebook import current_session, parse  # noqa: E402
@@ -229,9 +229,12 @@ def bench_cells(steps: int, repeat: int, comm: bool = True, first_runs: int = 30
     samples: dict[str, list[float]] = defaultdict(list)
     edits = 0
     per, per_first = max(repeat // rounds, 1), max(first_runs // rounds, 1)
+    round_baselines = []
     for _ in range(rounds):
         # baseline: the same code as a plain cell
-        samples["baseline"] += [run(shell, plain) for _ in range(per)]
+        batch = [run(shell, plain) for _ in range(per)]
+        samples["baseline"] += batch
+        round_baselines.append(statistics.median(batch))
         # a hit, re-running the cell (parse and compile memoized, as when a user re-runs it)
         run(shell, target)
         samples["hit_whole"] += [run(shell, target) for _ in range(per)]
@@ -272,6 +275,7 @@ def bench_cells(steps: int, repeat: int, comm: bool = True, first_runs: int = 30
         **{f"{k}_min": min(samples[k]) for k in ("hit_own", "first_own", "miss_own", "baseline")},
         **{k: statistics.median(v) for k, v in samples.items()},
         "ancestors": float(middle),
+        "round_fast": min(round_baselines), "round_slow": max(round_baselines),
     }
 
 
@@ -323,7 +327,8 @@ def bench_tax(steps: int, repeat: int) -> dict[str, float]:
 
 def report(title: str, r: dict[str, float]) -> None:
     print(f"{title} (the cell has {int(r['ancestors'])} ancestors), medians")
-    line("baseline: the same code as a plain cell (shell.run_cell)", ms(r["baseline"]))
+    line("baseline: the same code as a plain cell (shell.run_cell)", ms(r["baseline"]),
+         f"by round: {ms(r['round_fast'])} to {ms(r['round_slow'])} (the machine's pace varies)")
     line("%%step cell, cache hit, whole cell (shell.run_cell)", ms(r["hit_whole"]),
          f"{r['hit_whole'] / r['baseline']:.1f}x baseline (the user code does not run)")
     for key, what in (("hit_own", "nbflow's own work, cache hit, cell re-run"),

@@ -9,6 +9,7 @@ at the failed step. Must never import IPython or widget code.
 
 from __future__ import annotations
 
+import functools
 import time
 import traceback
 import uuid
@@ -479,9 +480,7 @@ def describe_record(
 ) -> dict[str, Any]:
     """A JSON-serializable account of exactly what produced an entry (and, with the output
     digests, of which content it produced, so an artifact can be traced back to its record)."""
-    import platform
-
-    from . import __version__
+    python, nbflow = _environment()
 
     def jsonable(v: Any, depth: int = 0) -> Any:
         # parameters are shown by value when small; a large one (a data list passed as a flow
@@ -503,7 +502,7 @@ def describe_record(
         "flow": flow,
         "step": step.name,
         "key": key,
-        "code_digest": digest_parts([step.code]),
+        "code_digest": _code_digest(step.code),
         "version": step.version,
         "inputs": {k: v for k, v in merged.items() if not k.startswith("~")},
         "externals": {k[1:]: v for k, v in merged.items() if k.startswith("~")},
@@ -513,9 +512,24 @@ def describe_record(
         "outputs": list(step.outputs),
         "output_digests": dict(output_digests or {}),
         "packages": _packages(step),
-        "python": platform.python_version(),
-        "nbflow": __version__,
+        "python": python,
+        "nbflow": nbflow,
     }
+
+
+@functools.lru_cache(maxsize=1)
+def _environment() -> tuple[str, str]:
+    import platform
+
+    from . import __version__
+
+    return platform.python_version(), __version__
+
+
+@functools.lru_cache(maxsize=1024)
+def _code_digest(code: str) -> str:
+    """A record's digest of its step's code (a cell's is recorded again on every edit)."""
+    return digest_parts([code])
 
 
 def _packages(step: Step) -> dict[str, str]:

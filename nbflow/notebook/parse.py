@@ -219,8 +219,9 @@ def _statement_code(stmt: Stmt, mode: str, flags: int) -> types.CodeType:
     code = _codes.get(key)
     if code is None:
         node = stmt.node
-        tree: ast.mod = (ast.Expression(node.value) if mode == "eval" and isinstance(node, ast.Expr)
-                         else ast.Module([node], type_ignores=[]))
+        tree: ast.Module | ast.Expression = (
+            ast.Expression(node.value) if mode == "eval" and isinstance(node, ast.Expr)
+            else ast.Module([node], type_ignores=[]))
         try:
             code = compile(tree, "<nbflow cell>", mode, flags=flags, dont_inherit=True)
         except SyntaxError as e:  # at the statement's line of the cell
