@@ -138,6 +138,8 @@ def _blob_refs(m: Manifest) -> Iterator[str]:
 
 
 _SIG_TAIL = b',"sig":"'
+_SCALARS = frozenset({int, float, complex, bool, str, bytes, type(None)})
+_SCALARS_MAX = 4096
 
 
 def _canonical(obj: Any) -> bytes:
@@ -153,6 +155,8 @@ class Store:
         self.verify_buffers = verify_buffers
         self._key = signing.load_key()
         self._memo: dict[str, tuple[tuple[int, int] | None, Manifest]] = {}
+        # an inline stream's text -> its digest, size and immutable value (see :meth:`load`)
+        self._scalars: dict[str, tuple[Any, Any, Any]] = {}
         self._warned: set[str] = set()
         self._lock = threading.Lock()
 
@@ -241,14 +245,30 @@ class Store:
         return Manifest(key, data)
 
     def load(self, manifest: Manifest, name: str) -> Any:
-        """Load output ``name`` after verifying every blob; raises :class:`CorruptEntry`."""
+        """Load output ``name`` after verifying every blob; raises :class:`CorruptEntry`.
+
+        A small value of an immutable type (a number, a string) is decoded once per process:
+        the same inline text under the same digest is the same verified bytes, and nobody can
+        change the value in place, so one object serves every later load (a step's inputs are
+        loaded each time it runs)."""
         info = manifest.outputs[name]
-        stream = self._read_blob(info["stream"])
+        ref = info["stream"]
+        inline = ref.get("inline")
+        if inline is not None:
+            known = self._scalars.get(inline)
+            if known is not None and known[0] == ref["digest"] and known[1] == ref["size"]:
+                return known[2]
+        stream = self._read_blob(ref)
         buffers = [self._map_blob(b) for b in info.get("buffers", ())]
         try:
-            return decode(stream, buffers)
+            value = decode(stream, buffers)
         except Exception as e:  # signed and verified, yet unloadable: e.g. a missing module
             raise CorruptEntry(f"cannot unpickle '{name}': {type(e).__name__}: {e}") from e
+        if inline is not None and not buffers and type(value) in _SCALARS:
+            if len(self._scalars) >= _SCALARS_MAX:
+                self._scalars.clear()
+            self._scalars[inline] = (ref["digest"], ref["size"], value)
+        return value
 
     def _read_blob(self, ref: Mapping[str, Any], repair: bool = True) -> bytes:
         digest, size = str(ref["digest"]), int(ref["size"])

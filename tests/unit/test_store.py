@@ -152,6 +152,36 @@ def test_a_damaged_inline_value_is_a_miss_and_never_unpickled(tmp_path: Path, da
     assert not fresh.check().clean
 
 
+def test_small_immutable_values_decode_once_and_damage_is_still_caught(tmp_path: Path) -> None:
+    """A number or a string is decoded once and the same object served again (nothing can
+    change it in place); a list is a fresh copy on every load. A later entry whose inline
+    bytes differ from the remembered ones under the same digest is still refused."""
+    import base64
+
+    store = open_store(tmp_path / "s")
+    m = put(store, n=10**30, s="text", xs=[1, 2])
+    first, again = store.load_outputs(m), store.load_outputs(m)
+    assert first is not None and again is not None
+    assert first["n"] == 10**30 and again["n"] is first["n"] and again["s"] is first["s"]
+    assert again["xs"] == [1, 2] and again["xs"] is not first["xs"]
+    other = "cd" * 16
+    doc = json.loads((tmp_path / "s" / _manifest_path(KEY)).read_text())["manifest"]
+    doc["key"] = other
+    stream = doc["outputs"]["n"]["stream"]
+    stream["inline"] = base64.b64encode(base64.b64decode(stream["inline"])[:-1] + b"!").decode()
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    path = tmp_path / "s" / _manifest_path(other)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b'{"manifest":' + text + b',"sig":"' + signing.sign(text, signing.load_key()).encode()
+                     + b'"}')
+    damaged = store.get(other)
+    assert damaged is not None  # signed: only its inline bytes are wrong
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        assert store.load_outputs(damaged, ["n"]) is None
+    assert any(issubclass(x.category, NbflowWarning) for x in w)
+
+
 def test_signature_checked_over_stored_bytes_or_canonical_form(tmp_path: Path) -> None:
     """As written, the signature covers the manifest's bytes; a reformatted but unchanged
     document still verifies (canonical form); an edit in either layout is a miss."""
