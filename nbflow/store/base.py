@@ -139,7 +139,7 @@ def _blob_refs(m: Manifest) -> Iterator[str]:
 
 _SIG_TAIL = b',"sig":"'
 _SCALARS = frozenset({int, float, complex, bool, str, bytes, type(None)})
-_SCALARS_MAX = 4096
+_SCALARS_MAX = 1024  # values of up to INLINE_MAX bytes: a few MB at most
 
 
 def _canonical(obj: Any) -> bytes:
