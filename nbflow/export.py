@@ -41,6 +41,7 @@ from . import export_text as xt
 from . import keys
 from .analysis import AnalysisError, analyze
 from .errors import NbflowError
+from .statements import first_line
 
 #: line magics that only configure the interactive session: dropped from steps with a comment
 _SESSION_MAGICS = frozenset({"matplotlib", "config", "load_ext", "reload_ext", "autoreload",
@@ -331,7 +332,7 @@ class _Exporter:
             if self.param_call(cell, node):
                 continue
             if target is None or value is None:
-                rest.extend(lines[xt.first_line(node) - 1: node.end_lineno or node.lineno])
+                rest.extend(lines[first_line(node) - 1: node.end_lineno or node.lineno])
                 continue
             reads = {n.id for n in ast.walk(value) if isinstance(n, ast.Name)} & set(self.params)
             if reads:
@@ -414,7 +415,7 @@ class _Exporter:
         keep: list[str] = [*markdown]
         last_end = 0
         for node in tree.body:
-            start = xt.first_line(node)
+            start = first_line(node)
             end = node.end_lineno or node.lineno
             leading = [x for x in lines[last_end:start - 1]]
             seg = lines[start - 1:end]
@@ -590,7 +591,7 @@ class _Exporter:
                 continue
             lines = list(b.lines)
             for node in tree.body:
-                start, end = xt.first_line(node), node.end_lineno or node.lineno
+                start, end = first_line(node), node.end_lineno or node.lineno
                 segment = "\n".join(b.lines[start - 1:end])
                 reads = xt.top_level_reads(ast.Module([node], type_ignores=[]))
                 binds = xt.binds(b.lines[start - 1:end])

@@ -383,11 +383,6 @@ def uses_widgets(source: str) -> bool:
     return False
 
 
-def first_line(node: ast.stmt) -> int:
-    decorators = getattr(node, "decorator_list", None) or []
-    return min([node.lineno, *(d.lineno for d in decorators)])
-
-
 def is_nbflow_attr(func: ast.expr, attr: str, imported: set[str]) -> bool:
     if isinstance(func, ast.Attribute) and func.attr == attr and isinstance(func.value, ast.Name) \
             and func.value.id == "nbflow":

@@ -46,7 +46,7 @@ class Stmt(NamedTuple):
     @property
     def shift(self) -> int:
         """How many lines below the node's own line numbers the statement stands."""
-        return self.line - _first_line(self.node)
+        return self.line - first_line(self.node)
 
 
 # where a piece may start: after a newline, a line that is not indented, blank or a comment,
@@ -65,7 +65,8 @@ def split_lines(code: str) -> list[str]:
     return code.split("\n")
 
 
-def _first_line(node: ast.stmt) -> int:
+def first_line(node: ast.stmt) -> int:
+    """A statement's first line: its first decorator's, for a decorated definition."""
     first = node.lineno
     for d in getattr(node, "decorator_list", ()):
         first = min(first, d.lineno)
@@ -75,7 +76,7 @@ def _first_line(node: ast.stmt) -> int:
 def _spans(tree: ast.Module, lines: list[str]) -> list[Stmt]:
     out = []
     for node in tree.body:
-        first = _first_line(node)
+        first = first_line(node)
         end = node.end_lineno or node.lineno
         memo = ("\n".join(lines[first - 1:end]), node.col_offset, node.end_col_offset or 0)
         out.append(Stmt(memo, first, end, node))

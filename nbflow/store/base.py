@@ -33,7 +33,7 @@ from ..errors import NbflowWarning
 from ..hashing import digest_bytes
 from . import signing
 from .backend import TMP_PREFIX, Backend
-from .codec import Encoded, decode
+from .codec import SCALARS, Encoded, decode
 
 MANIFEST_FORMAT = 1
 #: pickle streams up to this size (and without out-of-band buffers) live inside the manifest
@@ -138,7 +138,6 @@ def _blob_refs(m: Manifest) -> Iterator[str]:
 
 
 _SIG_TAIL = b',"sig":"'
-_SCALARS = frozenset({int, float, complex, bool, str, bytes, type(None)})
 _SCALARS_MAX = 1024  # values of up to INLINE_MAX bytes: a few MB at most
 
 
@@ -264,7 +263,7 @@ class Store:
             value = decode(stream, buffers)
         except Exception as e:  # signed and verified, yet unloadable: e.g. a missing module
             raise CorruptEntry(f"cannot unpickle '{name}': {type(e).__name__}: {e}") from e
-        if inline is not None and not buffers and type(value) in _SCALARS:
+        if inline is not None and not buffers and type(value) in SCALARS:
             if len(self._scalars) >= _SCALARS_MAX:
                 self._scalars.clear()
             self._scalars[inline] = (ref["digest"], ref["size"], value)

@@ -51,7 +51,7 @@ def encode(value: Any) -> Encoded:
         buffers.append(view)
         return False
 
-    if type(value) in _SCALARS:  # the same bytes either way; the C pickler is quicker to start
+    if type(value) in SCALARS:  # the same bytes either way; the C pickler is quicker to start
         stream = pickle.dumps(value, protocol=5)
     else:
         stream = cloudpickle.dumps(value, protocol=5, buffer_callback=keep)
@@ -69,7 +69,8 @@ def decode(stream: bytes | memoryview, buffers: list[memoryview] | None = None) 
     return pickle.loads(stream, buffers=buffers or [])
 
 
-_SCALARS = (int, float, str, bytes, bool, type(None))
+# immutable scalar types: nothing can change such a value in place
+SCALARS = frozenset({int, float, complex, str, bytes, bool, type(None)})
 _scalar_digests: dict[tuple[type, Any], str] = {}
 
 
@@ -79,7 +80,7 @@ def value_digest(value: Any) -> str:
     Small immutable scalars are memoized: parameters are digested on every run's key.
     """
     t = type(value)
-    if t in _SCALARS and (t not in (str, bytes) or len(value) <= 256):
+    if t in SCALARS and (t not in (str, bytes) or len(value) <= 256):
         memo = _scalar_digests.get((t, value))
         if memo is None:
             memo = encode(value).digest

@@ -37,7 +37,7 @@ def test_decoded_arrays_are_read_only_copies_for_small_values() -> None:
     assert enc.decode() == {"a": [1, 2]}
 
 
-@pytest.mark.parametrize("value", [0, -5, 2**70, 1.5, float("inf"), "", "é" * 300, b"ab", True,
+@pytest.mark.parametrize("value", [0, -5, 2**70, 1.5, float("inf"), 2 - 1j, "", "é" * 300, b"ab", True,
                                    None])
 def test_a_scalar_has_the_digest_cloudpickle_gives_it(value: object) -> None:
     """Scalars skip cloudpickle's pickler; their bytes, hence every stored key, are the same."""
