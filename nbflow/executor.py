@@ -10,6 +10,7 @@ at the failed step. Must never import IPython or widget code.
 from __future__ import annotations
 
 import functools
+import math
 import time
 import traceback
 import uuid
@@ -487,6 +488,8 @@ def describe_record(
         # input) is summarized, its exact content being named by its digest under "inputs"
         if isinstance(v, str):
             return v if len(v) <= RECORD_TEXT else v[:RECORD_TEXT] + f"… ({len(v)} chars)"
+        if isinstance(v, float) and not math.isfinite(v):
+            return repr(v)  # JSON has no NaN: the record says "nan" in every encoding
         if isinstance(v, int | float | bool) or v is None:
             return v
         if isinstance(v, list | tuple | dict) and (len(v) > RECORD_ITEMS or depth > 3):

@@ -39,7 +39,7 @@ class MainThread:
         else:
             loop.call_soon_threadsafe(fn)
 
-    def later(self, delay: float, fn: Callable[[], None]) -> asyncio.TimerHandle | None:
+    def later(self, delay: float, fn: Callable[[], None]) -> asyncio.Handle | None:
         """Schedules ``fn`` on the main thread's loop in ``delay`` seconds, from that thread.
 
         Returns None, scheduling nothing, where there is no running loop (a terminal IPython)
@@ -49,6 +49,8 @@ class MainThread:
         if (threading.current_thread() is not self.thread or loop is None or loop.is_closed()
                 or not loop.is_running()):
             return None
+        if delay <= 0:  # the loop's next turn, without a timer
+            return loop.call_soon(fn)
         return loop.call_later(delay, fn)
 
 

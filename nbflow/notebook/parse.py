@@ -73,16 +73,18 @@ def semicolon_at_end(text: str) -> bool:
 
 
 @functools.lru_cache(maxsize=1)
-def _versions() -> tuple[str, ...]:
+def _versions_digest() -> bytes:
+    """A digest of the versions a record depends on: hashed once, its fixed length keeps the
+    name of ``versions + body`` unambiguous."""
     import IPython
 
     from .. import __version__
 
-    return (CACHE_VERSION, __version__, IPython.__version__, sys.version)
+    return digest_parts([CACHE_VERSION, __version__, IPython.__version__, sys.version]).encode()
 
 
 def record_name(body: str) -> str:
-    return digest_parts([*_versions(), body])
+    return xxhash.xxh3_128_hexdigest(_versions_digest() + body.encode("utf-8", "surrogatepass"))
 
 
 def compile_cell(shell: Any, body: str, store: Any = None,
@@ -116,7 +118,16 @@ def compile_cell(shell: Any, body: str, store: Any = None,
 # Python (modulo, `!=`, string formatting), and IPython leaves it alone.
 _SPACE = frozenset(" \t\n\r\f\v")
 _SPACE_ONLY = re.compile(r"^[ \t]+$", re.MULTILINE)  # lines textwrap.dedent would empty
-_UNUSUAL = re.compile(r"^[ \t]*(?:[%!?,;/]|>>>|\.\.\.|In \[)|=[ \t]*[%!]|\?", re.MULTILINE)
+# each starts with a literal, which the regex engine scans for quickly (one pattern with ``^``
+# in MULTILINE mode tries every position of the cell: 3x slower)
+_ESCAPE_LINE = re.compile(r"\n[ \t]*(?:[%!?,;/]|>>>|\.\.\.|In \[)")  # searched in "\n" + text
+_ASSIGN_ESCAPE = re.compile(r"=[ \t]*[%!]")
+
+
+def _unusual(body: str) -> bool:
+    """Whether IPython's transformers could change ``body`` (see :func:`transform`)."""
+    return ("?" in body or _ESCAPE_LINE.search("\n" + body) is not None
+            or _ASSIGN_ESCAPE.search(body) is not None)
 
 
 def transform(shell: Any, body: str) -> str:
@@ -127,10 +138,13 @@ def transform(shell: Any, body: str) -> str:
     what IPython's cleanup steps give: leading blank lines dropped, common indentation removed,
     a final newline. Anything else goes through IPython itself.
     """
-    if not _UNUSUAL.search(body) and _default_transformers(shell):
+    if not _unusual(body) and _default_transformers(shell):
         cell = body if body.endswith("\n") else body + "\n"
-        if cell[0] not in _SPACE and not _SPACE_ONLY.search(cell):  # nothing to drop or dedent
-            return cell if len(cell.splitlines()) > 1 else str(shell.transform_cell(body))
+        # a line of only blanks ends in " \n" or "\t\n": look for it only then
+        if cell[0] not in _SPACE and not (("\t\n" in cell or " \n" in cell)
+                                          and _SPACE_ONLY.search(cell)):  # nothing to dedent
+            many = cell.count("\n") > 1 or len(cell.splitlines()) > 1
+            return cell if many else str(shell.transform_cell(body))
         lines = cell.splitlines(keepends=True)
         while lines and lines[0].isspace():
             lines.pop(0)
@@ -140,13 +154,18 @@ def transform(shell: Any, body: str) -> str:
     return str(shell.transform_cell(body))
 
 
+@functools.lru_cache(maxsize=1)
+def _manager_class() -> type:
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    return TransformerManager
+
+
 def _default_transformers(shell: Any) -> bool:
     manager = getattr(shell, "input_transformer_manager", None)
     if manager is None or getattr(shell, "input_transformers_post", None):
         return False
-    from IPython.core.inputtransformer2 import TransformerManager
-
-    return (type(manager) is TransformerManager and len(manager.cleanup_transforms) == 4
+    return (type(manager) is _manager_class() and len(manager.cleanup_transforms) == 4
             and len(manager.line_transforms) == 1 and len(manager.token_transformers) == 4)
 
 

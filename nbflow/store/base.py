@@ -34,6 +34,7 @@ from ..hashing import digest_bytes
 from . import signing
 from .backend import TMP_PREFIX, Backend
 from .codec import SCALARS, Encoded, decode
+from .jsontext import canonical, canonical_forms, canonical_json, loads
 
 MANIFEST_FORMAT = 1
 #: pickle streams up to this size (and without out-of-band buffers) live inside the manifest
@@ -141,8 +142,6 @@ _SIG_TAIL = b',"sig":"'
 _SCALARS_MAX = 1024  # values of up to INLINE_MAX bytes: a few MB at most
 
 
-def _canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
 class Store:
@@ -221,7 +220,7 @@ class Store:
             if end.startswith(_SIG_TAIL) and signing.verify(text, end[len(_SIG_TAIL):-2].decode(
                     "ascii", "replace"), self._key):
                 try:
-                    return json.loads(text), None
+                    return loads(text), None
                 except ValueError:
                     return None, f"{field} is truncated or not JSON"
         try:
@@ -229,7 +228,8 @@ class Store:
             body, signature = doc[field], doc["sig"]
         except (ValueError, KeyError, TypeError):
             return None, f"{field} is truncated or not JSON"
-        if not isinstance(signature, str) or not signing.verify(_canonical(body), signature, self._key):
+        if not isinstance(signature, str) or not any(
+                signing.verify(text, signature, self._key) for text in canonical_forms(body)):
             return None, "signature does not match this user's key: tampered or foreign entry"
         return body, None
 
@@ -359,12 +359,13 @@ class Store:
     def _signed(self, field: str, data: Mapping[str, Any]) -> tuple[Any, bytes]:
         """(body, document bytes) of ``{field: body, "sig": ...}``: the canonical text of
         ``data`` is signed and written as is; ``body`` is what a reader parses back from it."""
-        text = _canonical(data)
-        return json.loads(text), self._wrap(field, text)
+        text = canonical(data)
+        return loads(text), self._wrap(field, text)
 
     def _document(self, field: str, data: Mapping[str, Any]) -> bytes:
-        """The document bytes of :meth:`_signed`, for a writer that keeps no body."""
-        return self._wrap(field, _canonical(data))
+        """The document bytes of a record, for a writer that keeps no body: the json module's
+        text, which keeps a NaN among a run's parameters a NaN."""
+        return self._wrap(field, canonical_json(data))
 
     def _wrap(self, field: str, text: bytes) -> bytes:
         sig = signing.sign(text, self._key)

@@ -201,3 +201,21 @@ def test_large_parameters_are_summarized_in_records(tmp_path: Path) -> None:
     assert record["params"]["total.note"].endswith("… (5000 chars)")
     assert record["inputs"]["x"] == value_digest(data)  # the exact content, by digest
     assert len(json.dumps(record)) < 3000
+
+
+def test_a_nan_parameter_is_recorded_as_text_and_its_record_file_still_matches(tmp_path: Path) -> None:
+    """JSON has no NaN: the record says "nan", so a record file written with json.dump is the
+    stored record, whichever encoder wrote the entry."""
+    flow = nbflow.Flow("nan", store=tmp_path / "s")
+    x = flow.add_input("x", float)
+
+    def half(x: float) -> float:
+        return x / 2
+
+    flow.add_output("o", flow.add_step(half, x=x))
+    flow(x=float("nan"))
+    record = flow.describe("half")
+    assert record["params"]["x"] == "nan"
+    path = tmp_path / "record.json"
+    path.write_text(json.dumps(record))
+    assert load_record(path, store=tmp_path / "s") == record
