@@ -155,7 +155,7 @@ def transform(shell: Any, body: str) -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def _manager_class() -> type:
+def _manager_class() -> Any:
     from IPython.core.inputtransformer2 import TransformerManager
 
     return TransformerManager
