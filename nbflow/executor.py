@@ -288,8 +288,9 @@ class Run:
             st = self.states[step.name] = StepState()
         st.manifest = manifest
         st.key = manifest.key
+        digests = manifest.digests
         for out in step.outputs:
-            self.digests[out] = manifest.digest(out)
+            self.digests[out] = digests[out]
             self.owner[out] = step.name
             self.encoded.pop(out, None)
             self.raw.pop(out, None)
@@ -456,7 +457,7 @@ def _split(step: Step, result: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _has_outputs(manifest: Manifest, outputs: tuple[str, ...]) -> bool:
-    stored = manifest.outputs
+    stored = manifest.digests
     for o in outputs:
         if o not in stored:
             return False

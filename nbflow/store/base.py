@@ -87,7 +87,13 @@ class Manifest:
         return self.data.get("record") or {}
 
     def digest(self, name: str) -> str:
-        return str(self.outputs[name]["digest"])
+        return self.digests[name]
+
+    @functools.cached_property
+    def digests(self) -> dict[str, str]:
+        """Content digest per output (computed once: a run re-checking an ancestor takes its
+        digests from the same verified manifest every time)."""
+        return {n: str(o["digest"]) for n, o in self.outputs.items()}
 
     @property
     def size(self) -> int:
