@@ -148,8 +148,6 @@ _SIG_TAIL = b',"sig":"'
 _SCALARS_MAX = 1024  # values of up to INLINE_MAX bytes: a few MB at most
 
 
-
-
 class Store:
     """Signed, content-addressed cache over a :class:`Backend`. Thread- and process-safe."""
 
