@@ -16,7 +16,7 @@ import pytest
 
 from nbflow.store import encode, open_store, signing
 from nbflow.store.base import _manifest_path
-from nbflow.store.jsontext import canonical, canonical_forms, canonical_json, loads
+from nbflow.store.jsontext import canonical, canonical_forms, canonical_json, exact_in_orjson, loads
 
 KEY = "ab" * 16
 
@@ -91,3 +91,15 @@ def test_entries_written_by_either_encoder_verify_and_load(tmp_path: Path) -> No
     doc = json.loads((tmp_path / "s" / _manifest_path(other)).read_bytes())
     assert doc["manifest"]["duration"] == 1e-05
     assert signing.verify(canonical(doc["manifest"]), doc["sig"], signing.load_key())
+
+
+def test_only_long_integers_send_a_text_to_the_json_module() -> None:
+    """A small float orjson wrote digit by digit is read by orjson; a long integer is not."""
+    small = canonical({"duration": 0.00015510999946855009, "created": 1795507992.2262144})
+    assert b"0.00015510999946855009" in small and exact_in_orjson(small)
+    assert loads(small) == {"duration": 0.00015510999946855009, "created": 1795507992.2262144}
+    for text in (b'{"n":1234567890123456789}', b'[-12345678901234567890]', b'[1,99999999999999999999]',
+                 b'12345678901234567890'):
+        assert not exact_in_orjson(text) and loads(text) == json.loads(text)
+    floats = b'[1.2345678901234567890123, 1e-05, 123456789012345678, 1234567890123456789.5, 1234567890123456789e3]'
+    assert exact_in_orjson(floats) and loads(floats) == json.loads(floats)
