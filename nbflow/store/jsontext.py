@@ -2,8 +2,8 @@
 
 Encoding a manifest and parsing it back is a large part of storing a step's result: a typical
 cell's entry is a 1 KB document, and the json module's work on it was a tenth of a cache-miss
-cell's instructions. orjson does both several times faster, but differs from the json module at the edges,
-so a document it cannot write as the json module would goes to the json module instead:
+cell's instructions. orjson does both several times faster, but differs from the json module
+at the edges, so a document it cannot write as the json module would goes to it instead:
 
 * a value of a type the json module writes through ``str`` (a dataclass, a date, a subclass
   of a built-in type), a key that is not a string, an integer beyond 64 bits, a lone surrogate;
