@@ -226,6 +226,8 @@ class CellAction:
         meta: dict[str, Any] = {"displays": cap.outputs}
         if cap.truncated:
             meta["displays_truncated"] = True
+        if self.spec.compiled.hides_a_value():
+            meta["value_hidden"] = True  # a replay without the ';' has no value to show
         outputs = {o: ns[o] for o in self.spec.outputs}
         for o, value in outputs.items():
             s.remember(o, value)

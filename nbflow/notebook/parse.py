@@ -54,6 +54,17 @@ class Compiled:
             self._objects = _compile(shell, self.code, self.quiet)
         return self._objects
 
+    def hides_a_value(self) -> bool:
+        """Whether the cell ends in an expression whose value its final ';' hides (asked only
+        when such a cell runs: its entry then holds no display of that value)."""
+        if not self.quiet or self.empty:
+            return False
+        try:
+            stmts = statements(self.code)
+        except SyntaxError:
+            return False
+        return bool(stmts) and isinstance(stmts[-1].node, ast.Expr)
+
 
 _memo: OrderedDict[str, Compiled] = OrderedDict()
 

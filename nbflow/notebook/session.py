@@ -474,10 +474,13 @@ class Session:
                 spec = self.cells.get(name)
                 if spec is not None:
                     self.ns.rerun_imports(spec.compiled.analysis.imports, name)
-                replay(self.shell, manifest.displays,
-                       quiet=spec is not None and spec.compiled.quiet)
+                quiet = spec is not None and spec.compiled.quiet
+                replay(self.shell, manifest.displays, quiet=quiet)
                 if manifest.data.get("displays_truncated"):
                     print("(part of this step's output was too large to keep in the cache)")
+                if not quiet and manifest.data.get("value_hidden"):
+                    print("(the value of the cell's last line was not kept: the cell ended in "
+                          f"';' when it ran; %flow rerun {name} shows it)")
                 note(self.shell, f"cached, saved {seconds(manifest.duration)}",
                      f"<span style='color:#888'>⟳ cached, saved {seconds(manifest.duration)}"
                      "</span>", cached=name, saved=manifest.duration)

@@ -601,3 +601,24 @@ def test_a_final_semicolon_hides_the_value_on_a_hit_too(sh: Shell,
     sh.ok("%%step shown\nprint('printed')\na = 2\na * 3;\n")
     out = capsys.readouterr().out
     assert out.split()[0] == "printed" and "6" not in out.split() and "cached" in out
+
+
+def test_a_value_hidden_when_the_cell_ran_says_so_on_a_hit(sh: Shell,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The other way round: the entry was made with the final ';', so it holds no display of
+    the value. A hit without the ';' says so (rather than re-running an expensive cell
+    unasked) and names the command that shows it; after that rerun, the hit shows the value."""
+    sh.ok("%%step hidden\na = 2\na * 3;\n")
+    assert capsys.readouterr().out.strip() == ""
+    sh.ok("%%step hidden\na = 2\na * 3\n")
+    out = capsys.readouterr().out
+    assert "6" not in out.split() and "cached" in out
+    assert "ended in ';' when it ran; %flow rerun hidden shows it" in out
+    sh.ok("%flow rerun hidden")
+    assert "6" in capsys.readouterr().out.split()
+    sh.ok("%%step hidden\na = 2\na * 3\n")
+    out = capsys.readouterr().out
+    assert out.split()[0] == "6" and "cached" in out and "rerun" not in out
+    sh.ok("%%step quiet_end\nb = 1;\n")  # no value to hide: nothing to say
+    sh.ok("%%step quiet_end\nb = 1\n")
+    assert "rerun" not in capsys.readouterr().out
