@@ -43,6 +43,7 @@ class StepState:
     exception: BaseException | None = None
     manifest: Manifest | None = None
     finished: float | None = None
+    computed: str | None = None  # the key this process last computed the step under
 
 
 @dataclass
@@ -224,6 +225,8 @@ class Run:
                 setattr(st, k, v)
         if status == "running" or status == "queued":
             st.error = None
+        elif status == "done" and kw.get("item") is None:
+            st.computed = kw.get("key")
         if self.events._subscribers:
             self.events.emit(Event(self.flow_name, step, status, **kw))  # type: ignore[arg-type]
 

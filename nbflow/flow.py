@@ -279,8 +279,10 @@ class Flow(ScriptMixin, ImperativeMixin, ProcessGraphMixin, BatchMixin):
         return out
 
     def status(self) -> dict[str, StepStatus]:
-        """Per-step status: running/queued/failed as last seen, else cached/done if the store
-        holds the step's current key, else stale."""
+        """Per-step status: running/queued/failed as last seen, else, if the store holds the
+        step's current key, done when this process computed it under that key and cached when
+        not (a later run that re-checks it, or an edit that keeps its key, does not turn a
+        step computed here into one served from the cache), else stale."""
         plan = self._plan(None)
         out: dict[str, StepStatus] = {}
         for name in self.graph.steps:
@@ -289,7 +291,7 @@ class Flow(ScriptMixin, ImperativeMixin, ProcessGraphMixin, BatchMixin):
             status = st.status
             if status not in ("running", "queued", "failed"):
                 if manifest is not None:
-                    status = "done" if st.status == "done" and st.key == key else "cached"
+                    status = "done" if key is not None and st.computed == key else "cached"
                 else:
                     status = "stale"
             elif status == "failed" and key is not None and st.key != key:

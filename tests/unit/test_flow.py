@@ -64,6 +64,21 @@ def test_issue_example(store_dir: Path) -> None:
     assert all(s.key for s in status.values())
 
 
+def test_a_step_computed_here_stays_done_when_later_runs_recheck_it(store_dir: Path) -> None:
+    """Running a step re-checks its ancestors' entries (``make``): that serves them from the
+    store, yet this process computed them, and the status says so; another flow object on the
+    same store (a fresh kernel) did not, and says cached."""
+    flow = make_demo(store_dir)
+    flow.run("doubled")
+    assert flow.run("total").cached == ["raw", "doubled"]
+    assert {n: s.status for n, s in flow.status().items()} == {
+        "raw": "done", "doubled": "done", "summary": "done"}
+    other = make_demo(store_dir)
+    assert other.run("total").cached == ["raw", "doubled", "summary"]
+    assert {s.status for s in other.status().values()} == {"cached"}
+    assert {s.status for s in flow.status().values()} == {"done"}
+
+
 def test_new_process_same_store_runs_nothing(store_dir: Path, tmp_path: Path) -> None:
     make_demo(store_dir).run()
     script = tmp_path / "again.py"
@@ -93,7 +108,8 @@ def test_early_cutoff_and_comment_edits(store_dir: Path) -> None:
         calls.append( "doubled" )
         return [x*2 for x in raw]
 
-    assert flow.status()["doubled"].status == "cached"
+    # the same key, which this process computed: done, as a view of the flow says too
+    assert flow.status()["doubled"].status == "done"
     r = flow.run()
     assert r.executed == [] and calls == []
 
