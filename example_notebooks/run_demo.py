@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import reprlib
 import shutil
 import sys
 import tempfile
@@ -60,11 +61,20 @@ def was_cached(cell: Any) -> bool:
 
 
 def user_outputs(cell: Any) -> list[Any]:
-    """A cell's outputs without nbflow's own notes (the ``cached, saved`` line)."""
-    return [
-        {k: v for k, v in o.items() if k != "execution_count"}
-        for o in cell.get("outputs", []) if "nbflow" not in (o.get("metadata") or {})
-    ]
+    """A cell's outputs without nbflow's own notes (the ``cached, saved`` line), with adjacent
+    stream outputs of one name joined, as a front end shows them: the kernel sends what a cell
+    prints in chunks cut by its flush timer, so one ``print`` may arrive as two."""
+    outputs: list[dict[str, Any]] = []
+    for o in cell.get("outputs", []):
+        if "nbflow" in (o.get("metadata") or {}):
+            continue
+        last = outputs[-1] if outputs else None
+        if (last is not None and o.get("output_type") == "stream"
+                and last.get("output_type") == "stream" and last.get("name") == o.get("name")):
+            last["text"] = last.get("text", "") + o.get("text", "")
+            continue
+        outputs.append({k: v for k, v in o.items() if k != "execution_count"})
+    return outputs
 
 
 def summarize(first: nbformat.NotebookNode, second: nbformat.NotebookNode) -> dict[str, Any]:
@@ -80,6 +90,7 @@ def summarize(first: nbformat.NotebookNode, second: nbformat.NotebookNode) -> di
             "t1": cell_seconds(a),
             "t2": cell_seconds(b),
             "same_output": user_outputs(a) == user_outputs(b),
+            "outputs": (user_outputs(a), user_outputs(b)),
         })
     return {"rows": rows}
 
@@ -120,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     ok = not executed and all(r["same_output"] for r in rows)
     print("OK: the second run was served from the cache with identical outputs" if ok
           else f"UNEXPECTED: executed again: {executed or 'none'}")
+    for r in rows:
+        if not r["same_output"]:
+            first_out, second_out = (reprlib.repr(o) for o in r["outputs"])
+            print(f"  {r['step']}: outputs of run 1: {first_out}\n"
+                  f"  {' ' * len(r['step'])}  outputs of run 2: {second_out}")
     if not args.here:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0 if ok else 1
