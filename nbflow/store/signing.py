@@ -8,16 +8,12 @@ sharing that key file through your usual secrets channel.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import secrets
 from pathlib import Path
-from typing import Any
 
 _cache: dict[Path, bytes] = {}
-_IPAD = bytes(b ^ 0x36 for b in range(256))
-_OPAD = bytes(b ^ 0x5C for b in range(256))
 
 
 def key_path() -> Path:
@@ -56,22 +52,19 @@ def load_key(path: Path | None = None) -> bytes:
     return key
 
 
-_pads: dict[bytes, tuple[Any, Any]] = {}  # key -> SHA-256 states after its inner, outer pad
+_keyed: dict[bytes, hmac.HMAC] = {}  # key -> an HMAC-SHA256 that has hashed nothing yet
 
 
 def sign(data: bytes, key: bytes) -> str:
-    """HMAC-SHA256 of ``data`` (RFC 2104), from the key's two padded states, hashed once per
-    key and copied per call: the one-shot ``hmac.digest`` sets up a fresh OpenSSL context each
-    time, which costs more than hashing a manifest."""
-    pads = _pads.get(key)
-    if pads is None:
-        block = (hashlib.sha256(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
-        pads = _pads[key] = (hashlib.sha256(block.translate(_IPAD)),
-                             hashlib.sha256(block.translate(_OPAD)))
-    inner, outer = pads[0].copy(), pads[1].copy()
-    inner.update(data)
-    outer.update(inner.digest())
-    return outer.hexdigest()
+    """HMAC-SHA256 of ``data``, from a copy of an HMAC keyed once per key: the one-shot
+    ``hmac.digest`` sets up a fresh context each time, which costs as much as hashing a
+    manifest."""
+    keyed = _keyed.get(key)
+    if keyed is None:
+        keyed = _keyed[key] = hmac.new(key, digestmod="sha256")
+    h = keyed.copy()
+    h.update(data)
+    return h.hexdigest()
 
 
 def verify(data: bytes, signature: str, key: bytes) -> bool:
