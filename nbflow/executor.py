@@ -22,12 +22,13 @@ from typing import Any
 from . import keys
 from .errors import MissingInputError, NbflowWarning, StepFailed
 from .events import Event, EventBus
-from .graph import Graph, Step
+from .graph import Graph, KeyMemo, Step
 from .hashing import digest_parts
 from .store import Encoded, Manifest, Store, StoreWriteError, encode
 from .store.codec import value_digest
 
 VOLATILE = "volatile:"  # digest prefix of a value that could not be stored: never cache on it
+_NO_EXTERNALS: dict[str, str] = {}
 
 
 @dataclass
@@ -164,23 +165,52 @@ class Run:
 
     def external_digests(self, step: Step) -> dict[str, str]:
         if step.externals is None:
-            return {}
+            return _NO_EXTERNALS
         return step.externals()
 
     def key_of(self, step: Step) -> tuple[str | None, dict[str, str]]:
+        memo = self._keyed(step)
+        return (None, {}) if memo is None else (memo.key, memo.merged)
+
+    def _keyed(self, step: Step) -> KeyMemo | None:
+        """The step's key memo, brought up to date; None if an input is not available.
+
+        Every cell re-checks its ancestors (``make``), so this runs once per ancestor per
+        cell, and most of the time nothing changed: a memo made while the graph had this shape,
+        whose inputs all come from other steps, is checked against the digests in place,
+        without building the input map again."""
+        graph = self.graph
+        memo = graph.key_memo.get(step.name)
+        if memo is not None and memo.step is step and memo.shape == graph.shape:
+            digests = self.digests
+            for name, digest in memo.inputs.items():
+                if digests.get(name) != digest:
+                    break
+            else:
+                ext = step.externals() if step.externals is not None else _NO_EXTERNALS
+                if ext is memo.ext or ext == memo.ext:
+                    return memo
         inputs = self.input_digests(step)
         if inputs is None:
-            return None, {}
+            return None
         ext = self.external_digests(step)
-        memo = self.graph.key_memo.get(step.name)
-        if memo is not None and memo[0] is step and memo[1] == inputs and memo[2] == ext:
-            return memo[4], memo[3]
+        producers = graph.producers
+        from_steps = all(n in producers and producers[n] != step.name
+                         for n in step.inputs if n not in step.ignore)
+        shape = graph.shape if from_steps else -1
+        if memo is not None and memo.step is step and memo.inputs == inputs and memo.ext == ext:
+            if memo.shape != shape:  # the graph changed around the step, not its key
+                memo = graph.key_memo[step.name] = memo._replace(shape=shape)
+            return memo
         # the common case: the key map and the record's map are the inputs
         merged = {**{f"~{k}": v for k, v in ext.items() if k not in inputs}, **inputs} if ext else inputs
         key = keys.step_key(step.name, step.code, step.outputs, {},
                             key_map(merged) if ext else merged, step.version)
-        self.graph.key_memo[step.name] = (step, inputs, ext, merged, key)
-        return key, merged
+        # digests are hex, so the marker can only occur as a digest's prefix
+        volatile = VOLATILE in "".join(merged.values()) if merged else False
+        memo = graph.key_memo[step.name] = KeyMemo(step, inputs, ext, merged, key, volatile,
+                                                   shape)
+        return memo
 
     # -- values -----------------------------------------------------------------------------------
     def available(self) -> list[str]:
@@ -261,14 +291,13 @@ class Run:
     def serve_cached(self, step: Step) -> tuple[str, dict[str, str], bool, bool]:
         """Key ``step``; take its entry if the store has one. Returns (key, merged digests,
         volatile, served). Shared by the serial walk and the parallel back ends."""
-        key, merged = self.key_of(step)
-        if key is None:
+        memo = self._keyed(step)
+        if memo is None:
             unset = [n for n in step.inputs if n in self.graph.inputs and n not in self.params]
             if unset:
                 raise MissingInputError(step.name, unset[0], unset=True)
             raise RuntimeError(f"inputs of step '{step.name}' are not ready")
-        # digests are hex, so the marker can only occur as a digest's prefix
-        volatile = VOLATILE in "".join(merged.values()) if merged else False
+        key, merged, volatile = memo.key, memo.merged, memo.volatile
         if step.cache and not volatile and step.name not in self.force:
             manifest = self.store.get(key)
             if manifest is not None and _has_outputs(manifest, step.outputs):
@@ -295,8 +324,10 @@ class Run:
         for out in step.outputs:
             self.digests[out] = digests[out]
             self.owner[out] = step.name
-            self.encoded.pop(out, None)
-            self.raw.pop(out, None)
+        if self.encoded or self.raw:  # values this run computed, now superseded
+            for out in step.outputs:
+                self.encoded.pop(out, None)
+                self.raw.pop(out, None)
 
     def compute(self, step: Step, key: str, merged: dict[str, str], volatile: bool) -> bool:
         self.emit(step.name, "running", key=key)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import CycleError, DuplicateOutputError, MissingInputError, UnknownStepError
 
@@ -48,6 +48,18 @@ class Step:
         return replace(self, **changes)
 
 
+class KeyMemo(NamedTuple):
+    """A step's key and what it was built from (the executor's memo, kept by the graph)."""
+
+    step: Step
+    inputs: Mapping[str, str]  # digests of the inputs the key covers
+    ext: Mapping[str, str]  # digests of the external values it reads
+    merged: dict[str, str]  # what the entry's record lists
+    key: str
+    volatile: bool  # an input could not be stored: the step is never cached
+    shape: int  # the graph's shape when every input came from another step, else -1
+
+
 class Graph:
     """Steps by name plus the derived producer map. Mutated only through add/remove."""
 
@@ -61,11 +73,9 @@ class Graph:
         self._checked: set[tuple[str, ...] | None] = set()
         self.revision = 0  # bumped on every mutation: lets callers memoize what they derive
         self.shape = 0  # bumped when steps, edges or inputs change (not on a same-edges edit)
-        # step name -> (step, input digests, external digests, merged map, key): the executor's
-        # key memo. A step's key depends only on the step itself and those digests, so the entry
-        # holds while they are unchanged.
-        self.key_memo: dict[str, tuple[Step, Mapping[str, str], Mapping[str, str],
-                                       dict[str, str], str]] = {}
+        # step name -> the executor's key memo. A step's key depends only on the step itself
+        # and the digests it holds, so the entry holds while they are unchanged.
+        self.key_memo: dict[str, KeyMemo] = {}
 
     def _changed(self) -> None:
         self.revision += 1

@@ -34,8 +34,55 @@ _BUILTIN_NAMES = frozenset(dir(builtins))
 
 
 # -- code normalization ---------------------------------------------------------------------------
+# node class -> its fields, each with whether it is optional (an absent value reads as None)
+_FIELDS: dict[type, tuple[tuple[str, bool], ...]] = {}
+
+
+def dump(node: ast.AST) -> str:
+    """The text of a tree, without positions: what a key covers of a statement.
+
+    It is the text of Python 3.11's ``ast.dump(node, annotate_fields=False)``, written out here
+    for two reasons. The key must not change with the interpreter's formatting (3.13's
+    ``ast.dump`` leaves out empty lists and None), only with the tree. And an edited cell dumps
+    its changed statements on every run: this walk is quicker than the general one, which also
+    serves pretty-printing and attributes.
+
+    A field after one left out (an optional field holding None) is written ``name=value``."""
+    cls = type(node)
+    fields = _FIELDS.get(cls)
+    if fields is None:
+        fields = _FIELDS[cls] = tuple((f, getattr(cls, f, ...) is None) for f in cls._fields)
+    args = []
+    named = False
+    for name, optional in fields:
+        value = getattr(node, name, _ABSENT)
+        if value is None and optional or value is _ABSENT:
+            named = True
+            continue
+        if isinstance(value, ast.AST):
+            text = dump(value)
+        elif type(value) is list:
+            text = "[" + ", ".join([dump(v) if isinstance(v, ast.AST) else _other(v)
+                                    for v in value]) + "]"
+        else:
+            text = repr(value)
+        args.append(name + "=" + text if named else text)
+    return cls.__name__ + "(" + ", ".join(args) + ")"
+
+
+_ABSENT = object()
+
+
+def _other(value: Any) -> str:
+    """A list's item that is not a node: None (a dict's ``**`` key), or a nested list."""
+    if isinstance(value, list):
+        return "[" + ", ".join([dump(v) if isinstance(v, ast.AST) else _other(v)
+                                for v in value]) + "]"
+    return repr(value)
+
+
 def _dump(nodes: Iterable[ast.AST]) -> str:
-    return "\n".join(ast.dump(n, annotate_fields=False, include_attributes=False) for n in nodes)
+    return "\n".join(dump(n) for n in nodes)
 
 
 def _strip_docstring(body: list[ast.stmt]) -> list[ast.stmt]:
@@ -87,8 +134,7 @@ def normalize_cell(stmts: Sequence[Stmt]) -> str:
         if text is None:
             if len(_stmt_dumps) > 8192:
                 _stmt_dumps.clear()
-            text = _stmt_dumps[stmt.memo] = ast.dump(stmt.node, annotate_fields=False,
-                                                     include_attributes=False)
+            text = _stmt_dumps[stmt.memo] = dump(stmt.node)
         parts.append(text)
     return "\n".join(parts)
 

@@ -126,6 +126,10 @@ class CellAction:
         # the very same objects reuses the digests of the immutable ones and fingerprints only
         # the others (a list or a function's globals may have changed in place)
         self._same: tuple[list[Any], dict[str, str], tuple[str, ...]] | None = None
+        # (names, the values read, their packages) when those values are all modules or
+        # immutable: every stored entry's record lists the packages, and an edited cell mostly
+        # reads the same modules as before
+        self._packages: tuple[list[str], list[Any], dict[str, str]] | None = None
 
     @property
     def name(self) -> str:
@@ -134,8 +138,10 @@ class CellAction:
     def follows(self, previous: Any) -> None:
         """Take over what ``previous`` (the action of this cell before an edit) knows of the
         values both read: an edited cell mostly reads what it read before."""
-        if isinstance(previous, CellAction) and previous.external_names == self.external_names:
-            self._same = previous._same
+        if isinstance(previous, CellAction):
+            self._packages = previous._packages
+            if previous.external_names == self.external_names:
+                self._same = previous._same
 
     # -- the key's external values --------------------------------------------------------------
     def externals(self) -> dict[str, str]:
@@ -185,8 +191,16 @@ class CellAction:
     def packages(self) -> dict[str, str]:
         """Versions of the packages the cell imports or reads (for the entry's record)."""
         ns = self.session.shell.user_ns
-        names = [*self.external_names, *import_names(self.spec.compiled.analysis.imports)]
-        return keys.packages_of([ns[n] for n in dict.fromkeys(names) if n in ns])
+        names = list(dict.fromkeys([*self.external_names,
+                                    *import_names(self.spec.compiled.analysis.imports)]))
+        values = [ns.get(n, _ABSENT) for n in names]
+        memo = self._packages
+        if memo is not None and memo[0] == names and all(map(operator.is_, memo[1], values)):
+            return dict(memo[2])
+        found = keys.packages_of([v for v in values if v is not _ABSENT])
+        if all(type(v) in _IMMUTABLE or v is _ABSENT for v in values):
+            self._packages = (names, values, dict(found))
+        return found
 
     # -- running --------------------------------------------------------------------------------
     def __call__(self, values: dict[str, Any]) -> StepOutput:

@@ -2,7 +2,7 @@
 normalized code of the key, and (only when the cell runs) code objects.
 
 Parsing is most of the magic's own work when a kernel meets a cell for the first time (IPython's
-``transform_cell`` tokenizes, then ``ast`` + ``symtable`` + ``ast.dump``). Two caches make it
+``transform_cell`` tokenizes, then ``ast`` + ``symtable`` + a dump of the tree). Two caches make it
 cheap: an in-process memo by cell text (a re-run), and a signed record per cell text in the
 store (``records/cells/``: after a kernel restart, a cached cell is not parsed at all — nor
 compiled, since it does not run). Records are signed with the user's key like manifests, and
