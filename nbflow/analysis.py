@@ -23,8 +23,9 @@ from __future__ import annotations
 import ast
 import builtins
 import symtable
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import NbflowError
 from .statements import Stmt, statements
@@ -91,6 +92,25 @@ class _TopLevel(ast.NodeVisitor):
     def __init__(self) -> None:
         self.ops: list[Op] = []
         self.nested = False  # saw a function, class, lambda or comprehension: symtable needed
+
+    def visit(self, node: ast.AST) -> None:
+        """``NodeVisitor.visit`` with its method looked up once per node class: an edited
+        statement is walked on every run of the cell."""
+        method = _DISPATCH.get(type(node))
+        if method is None:
+            method = _DISPATCH[type(node)] = getattr(
+                _TopLevel, "visit_" + type(node).__name__, _TopLevel.generic_visit)
+        method(self, node)
+
+    def generic_visit(self, node: ast.AST) -> None:
+        for name in node._fields:
+            value = getattr(node, name, None)
+            if isinstance(value, ast.AST):
+                self.visit(value)
+            elif isinstance(value, list):
+                for item in value:
+                    if isinstance(item, ast.AST):
+                        self.visit(item)
 
     # bookkeeping
     def bind(self, name: str) -> None:
@@ -255,6 +275,7 @@ class _TopLevel(ast.NodeVisitor):
             self.bind(node.id)
 
 
+_DISPATCH: dict[type, Callable[[_TopLevel, Any], None]] = {}
 _COMPREHENSIONS = frozenset({"listcomp", "setcomp", "dictcomp", "genexpr"})
 
 
