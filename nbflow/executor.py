@@ -28,7 +28,7 @@ from .store import Encoded, Manifest, Store, StoreWriteError, encode
 from .store.codec import value_digest
 
 VOLATILE = "volatile:"  # digest prefix of a value that could not be stored: never cache on it
-_NO_EXTERNALS: dict[str, str] = {}
+_NO_EXTERNALS: dict[str, str] = {}  # a step without external values (shared: never mutated)
 
 
 @dataclass
