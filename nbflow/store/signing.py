@@ -52,19 +52,11 @@ def load_key(path: Path | None = None) -> bytes:
     return key
 
 
-_keyed: dict[bytes, hmac.HMAC] = {}  # key -> an HMAC-SHA256 that has hashed nothing yet
-
-
 def sign(data: bytes, key: bytes) -> str:
-    """HMAC-SHA256 of ``data``, from a copy of an HMAC keyed once per key: the one-shot
-    ``hmac.digest`` sets up a fresh context each time, which costs as much as hashing a
-    manifest."""
-    keyed = _keyed.get(key)
-    if keyed is None:
-        keyed = _keyed[key] = hmac.new(key, digestmod="sha256")
-    h = keyed.copy()
-    h.update(data)
-    return h.hexdigest()
+    """HMAC-SHA256 of ``data`` (the standard library's one-shot: a copy of an HMAC keyed once
+    per key saved under 1 µs of the ~3 µs a manifest's signature takes, not worth keeping
+    keyed state per key)."""
+    return hmac.digest(key, data, "sha256").hex()
 
 
 def verify(data: bytes, signature: str, key: bytes) -> bool:
