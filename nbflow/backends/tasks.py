@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
+import marshal
 import os
 import pickle
 import socket
 import threading
 import time
 import traceback
-from collections import OrderedDict
+import types
+from collections import ChainMap, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -466,11 +469,29 @@ def join_foreach(spec: StoreSpec | Store, task: StepTask, split: SplitResult,
     return _commit(store, task, step, encoded, {}, duration)
 
 
+def _code_whole(code: types.CodeType) -> tuple[Callable[[bytes], Any], tuple[bytes]]:
+    return marshal.loads, (marshal.dumps(code),)
+
+
+class _StepPickler(cloudpickle.Pickler):
+    """cloudpickle, with code objects sent whole, file name included (marshal, as in ``.pyc``
+    files: workers run the same Python, as cloudpickle's code objects require anyway).
+
+    cloudpickle 3.1.3 names every code object it pickles by value ``<dynamic-code>``, so that
+    a payload does not depend on where its function was defined. A step failing on a worker
+    then named no file, and its traceback lost the line that raised. The payload only needs to
+    be stable within a run (its digest names the worker's copy of the step)."""
+
+    dispatch_table = ChainMap({types.CodeType: _code_whole}, cloudpickle.Pickler.dispatch_table)
+
+
 def pickle_step(step: WorkerStep) -> tuple[bytes, str]:
     """(cloudpickled step, its digest); raises if the step's action cannot be pickled."""
     from ..hashing import digest_bytes
 
-    data = cloudpickle.dumps(step, protocol=5)
+    with io.BytesIO() as f:
+        _StepPickler(f, protocol=5).dump(step)
+        data = f.getvalue()
     return data, digest_bytes(data)
 
 
