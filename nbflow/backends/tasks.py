@@ -479,8 +479,9 @@ class _StepPickler(cloudpickle.Pickler):
 
     cloudpickle 3.1.3 names every code object it pickles by value ``<dynamic-code>``, so that
     a payload does not depend on where its function was defined. A step failing on a worker
-    then named no file, and its traceback lost the line that raised. The payload only needs to
-    be stable within a run (its digest names the worker's copy of the step)."""
+    then named no file, and its traceback lost the line that raised. The payload's digest only
+    names a worker's copy of the step: a payload that differs from one run to the next (marshal
+    marks shared objects by reference count) costs a worker one more unpickling, no more."""
 
     dispatch_table = ChainMap({types.CodeType: _code_whole}, cloudpickle.Pickler.dispatch_table)
 
