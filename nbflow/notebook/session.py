@@ -120,6 +120,8 @@ class Session:
         self._main = MainThread(shell)
         self._idle_work: list[Callable[[], None]] = []
         self._idle_due: Any = None
+        # (the graph's producer map, a step, that map without the step): see _producers
+        self._others: tuple[dict[str, str], str, dict[str, str]] | None = None
 
     def close(self) -> None:
         self.flush_idle()
@@ -263,7 +265,15 @@ class Session:
         self.run_cell(spec.name)
 
     def _producers(self, exclude: str) -> dict[str, str]:
-        return {o: s for o, s in self.flow.graph.producers.items() if s != exclude}
+        """Which step binds each name, leaving out step ``exclude`` (read only). Every edit of
+        a cell asks; the graph keeps its map while no step's outputs change, and so does this."""
+        producers = self.flow.graph.producers
+        memo = self._others
+        if memo is not None and memo[0] is producers and memo[1] == exclude:
+            return memo[2]
+        others = {o: s for o, s in producers.items() if s != exclude}
+        self._others = (producers, exclude, others)
+        return others
 
     def _check_reads(self, spec: CellSpec, producers: Mapping[str, str]) -> None:
         graph_inputs = self.flow.graph.inputs
