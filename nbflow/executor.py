@@ -176,12 +176,14 @@ class Run:
         """The step's key memo, brought up to date; None if an input is not available.
 
         Every cell re-checks its ancestors (``make``), so this runs once per ancestor per
-        cell, and most of the time nothing changed: a memo made while the graph had this shape,
-        whose inputs all come from other steps, is checked against the digests in place,
-        without building the input map again."""
+        cell, and most of the time nothing changed: a memo of this very step whose inputs all
+        came from other steps is checked against the run's digests in place, without building
+        the input map again. That holds when the graph changed around the step (each cell of a
+        "run all" adds a step): an input whose producer went is in no digest of the run, and
+        one taken over by another step is keyed by its content alone."""
         graph = self.graph
         memo = graph.key_memo.get(step.name)
-        if memo is not None and memo.step is step and memo.shape == graph.shape:
+        if memo is not None and memo.step is step and memo.from_steps:
             digests = self.digests
             for name, digest in memo.inputs.items():
                 if digests.get(name) != digest:
@@ -197,10 +199,9 @@ class Run:
         producers = graph.producers
         from_steps = all(n in producers and producers[n] != step.name
                          for n in step.inputs if n not in step.ignore)
-        shape = graph.shape if from_steps else -1
         if memo is not None and memo.step is step and memo.inputs == inputs and memo.ext == ext:
-            if memo.shape != shape:  # the graph changed around the step, not its key
-                memo = graph.key_memo[step.name] = memo._replace(shape=shape)
+            if memo.from_steps != from_steps:  # the graph changed around the step, not its key
+                memo = graph.key_memo[step.name] = memo._replace(from_steps=from_steps)
             return memo
         # the common case: the key map and the record's map are the inputs
         merged = {**{f"~{k}": v for k, v in ext.items() if k not in inputs}, **inputs} if ext else inputs
@@ -209,7 +210,7 @@ class Run:
         # digests are hex, so the marker can only occur as a digest's prefix
         volatile = VOLATILE in "".join(merged.values()) if merged else False
         memo = graph.key_memo[step.name] = KeyMemo(step, inputs, ext, merged, key, volatile,
-                                                   shape)
+                                                   from_steps)
         return memo
 
     # -- values -----------------------------------------------------------------------------------

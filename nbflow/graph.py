@@ -57,7 +57,8 @@ class KeyMemo(NamedTuple):
     merged: dict[str, str]  # what the entry's record lists
     key: str
     volatile: bool  # an input could not be stored: the step is never cached
-    shape: int  # the graph's shape when every input came from another step, else -1
+    from_steps: bool  # every input came from another step: the run's digests are all it
+    # covers, whatever else changed in the graph
 
 
 class Graph:

@@ -356,3 +356,46 @@ def test_bad_names(store_dir: Path) -> None:
         flow.step(lambda: 1, name="bad name")
     with pytest.raises(nbflow.UnknownStepError):
         flow.run("nope")
+
+
+def test_keys_follow_the_inputs_when_the_graph_changes_around_a_step(store_dir: Path) -> None:
+    """A step's key memo outlives changes elsewhere in the graph, but not changes to where its
+    inputs come from: a producer replaced, removed for a parameter, or giving the same content."""
+    calls = CallLog()
+    flow = nbflow.Flow("around", store=store_dir)
+
+    def source(value: int) -> None:
+        @flow.step(name="make_x", outputs="x")
+        def _make() -> int:
+            calls.append(f"make_x {value}")
+            return value
+
+    source(2)
+
+    @flow.step
+    def squared(x):
+        calls.append("squared")
+        return x * x
+
+    assert flow.run()["squared"] == 4 and calls == ["make_x 2", "squared"]
+
+    @flow.step
+    def unrelated():  # the graph changes around 'squared'
+        return 0
+
+    calls.clear()
+    assert flow.run("squared").cached == ["make_x", "squared"] and calls == []
+
+    source(3)  # the producer of x now gives another value
+    calls.clear()
+    assert flow.run("squared")["squared"] == 9 and calls == ["make_x 3", "squared"]
+
+    flow.remove("make_x")
+    flow.param("x", 5)  # x is a flow parameter now: keyed by its value
+    calls.clear()
+    assert flow.run("squared")["squared"] == 25 and calls == ["squared"]
+
+    source(3)  # a step gives x again, 3 as before: both entries computed from it serve
+    calls.clear()
+    result = flow.run("squared")
+    assert result["squared"] == 9 and calls == [] and result.cached == ["make_x", "squared"]
