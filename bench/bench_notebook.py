@@ -189,6 +189,9 @@ def idle() -> float:
     if session is None:
         return 0.0
     t = time.perf_counter()
+    due = session._idle_due  # the loop's call of it, which this loop does not get to run
+    if due is not None:
+        due.cancel()
     session.flush_idle()
     return time.perf_counter() - t
 

@@ -134,7 +134,12 @@ def _watch_flowspec_runs(session: Session) -> None:
 
 
 def unload_ipython_extension(shell: Any) -> None:
-    """``%unload_ext nbflow``: stop watching cells; the magics stay but report the unload."""
+    """``%unload_ext nbflow``: stop watching cells and take the magics away.
+
+    IPython lists every magics object it was given in ``shell.configurables`` (for its
+    configuration) and never drops one, so the unloaded session's object is taken out too:
+    each ``%reload_ext nbflow`` would otherwise keep a whole session alive, its flow, its
+    cached values and its store's memos."""
     global _session, _saved_showwarning
     from .. import decorators
 
@@ -153,9 +158,16 @@ def unload_ipython_extension(shell: Any) -> None:
     if callable(detach):
         detach()
     session.close()
-    for name in ("step",):
-        shell.magics_manager.magics["cell"].pop(name, None)
-    shell.magics_manager.magics["line"].pop("flow", None)
+    manager = shell.magics_manager
+    manager.magics["cell"].pop("step", None)
+    for name in ("step", "flow"):
+        manager.magics["line"].pop(name, None)
+    magics = manager.registry.get("NbflowMagics")
+    if getattr(magics, "session", None) is session:
+        del manager.registry["NbflowMagics"]
+        configurables = getattr(shell, "configurables", None)
+        if isinstance(configurables, list) and magics in configurables:
+            configurables.remove(magics)
     _session = None
 
 

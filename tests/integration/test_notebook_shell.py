@@ -326,6 +326,23 @@ def test_unload_restores_the_shell(sh: Shell) -> None:
     assert os.path.basename(current_session().flow.store.root) == ".nbflow"  # type: ignore[union-attr]
 
 
+def test_reloading_keeps_no_unloaded_session_alive(sh: Shell) -> None:
+    """IPython keeps every magics object it is given: the unloaded session must not live on in
+    it, with its flow and the values it holds."""
+    import gc
+    import weakref
+
+    sh.ok("%%step first\nvalue = list(range(1000))\n")
+    unloaded = weakref.ref(current_session())
+    for _ in range(3):
+        sh.ok("%reload_ext nbflow")
+    sh.ok("%%step first\nvalue = list(range(1000))\n")  # served by the new session
+    assert sh.ns["value"][-1] == 999
+    gc.collect()
+    assert unloaded() is None
+    assert "step" in sh.shell.magics_manager.magics["cell"]
+
+
 @pytest.mark.slow
 def test_remote_cell_runs_on_a_dask_worker_and_comes_back(sh: Shell) -> None:
     from nbflow.backends import shutdown
