@@ -146,6 +146,9 @@ def _blob_refs(m: Manifest) -> Iterator[str]:
 
 _SIG_TAIL = b',"sig":"'
 _SCALARS_MAX = 1024  # values of up to INLINE_MAX bytes: a few MB at most
+# verified manifests kept in memory: a long session edits and reruns cells all day, and a
+# manifest holds the cell's captured displays (images, tables)
+_MANIFESTS_MAX = 4096
 
 
 class Store:
@@ -206,8 +209,13 @@ class Store:
         manifest = self._verify_manifest(key, raw)
         if manifest is None:
             return None
-        self._memo[key] = (sig, manifest)
+        self._remember(key, sig, manifest)
         return manifest
+
+    def _remember(self, key: str, sig: tuple[int, int] | None, manifest: Manifest) -> None:
+        if len(self._memo) >= _MANIFESTS_MAX:
+            self._memo.clear()  # those still in use are verified again, once
+        self._memo[key] = (sig, manifest)
 
     def _open_signed(self, field: str, raw: bytes) -> tuple[Any, str | None]:
         """(body, None) for a document signed with this user's key, else (None, why).
@@ -357,7 +365,7 @@ class Store:
         except OSError as e:
             raise StoreWriteError(f"{type(e).__name__}: {e}") from e
         manifest = Manifest(key, body)
-        self._memo[key] = (self.backend.signature(_manifest_path(key)), manifest)
+        self._remember(key, self.backend.signature(_manifest_path(key)), manifest)
         return manifest
 
     def _signed(self, field: str, data: Mapping[str, Any]) -> tuple[Any, bytes]:

@@ -211,6 +211,24 @@ def test_signatures_are_hmac_sha256(key_size: int) -> None:
         assert not signing.verify(data + b" ", signing.sign(data, key), key)
 
 
+def test_verified_manifests_kept_in_memory_are_bounded(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long session makes entry after entry; the memo of verified manifests stays bounded,
+    and an entry it let go of is read and verified again."""
+    from nbflow.store import base
+
+    monkeypatch.setattr(base, "_MANIFESTS_MAX", 3)
+    store = open_store(tmp_path / "s")
+    keys = [f"{i:02x}" * 16 for i in range(8)]
+    for i, key in enumerate(keys):
+        put(store, key, x=i)
+        assert len(store._memo) <= 3
+    for i, key in enumerate(keys):
+        m = store.get(key)
+        assert m is not None and store.load(m, "x") == i
+        assert len(store._memo) <= 3
+
+
 def test_strict_mode_raises(tmp_path: Path) -> None:
     from nbflow.store import CorruptEntry
 
