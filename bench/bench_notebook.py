@@ -7,7 +7,8 @@
    a cache hit when the cell is re-run, on a cache hit the first time a fresh kernel sees the
    cell (restart + run all), and on a miss; baseline: the same code as a plain cell through
    the same shell. "Comm attached" means a front end listens, and every message to it is
-   built, packed and signed as a kernel would.
+   built, packed and signed as a kernel would. A worst case follows, the middle cell of a long
+   chain: it shows how the work grows with the ancestors a cell re-checks (no target).
 2. ``%flow status`` of a 200-step notebook — target ≤ 50 ms.
 3. the tax on a plain cell (no magic) once nbflow is loaded: baseline, the same shell without
    nbflow. With a front end attached, steps' statuses are re-read once the kernel is idle, off
@@ -328,7 +329,9 @@ def bench_tax(steps: int, repeat: int) -> dict[str, float]:
             "deferred": statistics.median(deferred), "steps": float(steps)}
 
 
-def report(title: str, r: dict[str, float]) -> None:
+def report(title: str, r: dict[str, float], typical: bool = True) -> None:
+    """``typical=False``: a worst case, reported against the baseline only (the 1 ms target is
+    for a typical cell)."""
     print(f"{title} (the cell has {int(r['ancestors'])} ancestors), medians")
     line("baseline: the same code as a plain cell (shell.run_cell)", ms(r["baseline"]),
          f"by round: {ms(r['round_fast'])} to {ms(r['round_slow'])} (the machine's pace varies)")
@@ -338,9 +341,9 @@ def report(title: str, r: dict[str, float]) -> None:
                       ("first_own", "nbflow's own work, cache hit, first run in a kernel"),
                       ("miss_own", "nbflow's own work, cache miss (cell runs, is stored)")):
         ok = "OK" if r[key] <= 0.001 else "OVER"
+        target = f"target <= 1 ms: {ok}; " if typical else ""
         line("  " + what, ms(r[key]),
-             f"target <= 1 ms: {ok}; {r[key] / r['baseline']:.1f}x baseline; "
-             f"min {ms(r[key + '_min'])}")
+             f"{target}{r[key] / r['baseline']:.1f}x baseline; min {ms(r[key + '_min'])}")
     line("  I/O excluded above (store, messages): hit / first run / miss",
          f"{r['hit_io'] * 1000:.2f}/{r['first_io'] * 1000:.2f}/{r['miss_io'] * 1000:.2f} ms")
     line("  all nbflow adds, I/O included: hit / first run / miss",
@@ -371,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
            bench_cells(args.typical, args.repeat, comm=False))
     deep = bench_cells(args.steps, max(args.repeat // 10, 20), comm=False, first_runs=5,
                        rounds=2)
-    report(f"1c. worst case: middle cell of a {args.steps}-step chain, no comm", deep)
+    report(f"1c. worst case, not a typical cell: middle cell of a {args.steps}-step chain, no comm",
+           deep, typical=False)
     per = (deep["hit_own"]) / deep["ancestors"]
     line("  => per ancestor whose key is checked", f"{per * 1e6:.1f} us")
     s = bench_status(args.steps)
