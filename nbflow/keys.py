@@ -59,13 +59,7 @@ def dump(node: ast.AST) -> str:
         if value is None and optional or value is _ABSENT:
             named = True
             continue
-        if isinstance(value, ast.AST):
-            text = dump(value)
-        elif type(value) is list:
-            text = "[" + ", ".join([dump(v) if isinstance(v, ast.AST) else _other(v)
-                                    for v in value]) + "]"
-        else:
-            text = repr(value)
+        text = dump(value) if isinstance(value, ast.AST) else _other(value)
         args.append(name + "=" + text if named else text)
     return cls.__name__ + "(" + ", ".join(args) + ")"
 
@@ -74,8 +68,9 @@ _ABSENT = object()
 
 
 def _other(value: Any) -> str:
-    """A list's item that is not a node: None (a dict's ``**`` key), or a nested list."""
-    if isinstance(value, list):
+    """A value that is not a node: a list of nodes (or of None, a dict's ``**`` key), a
+    constant, a name."""
+    if type(value) is list:
         return "[" + ", ".join([dump(v) if isinstance(v, ast.AST) else _other(v)
                                 for v in value]) + "]"
     return repr(value)
