@@ -8,7 +8,9 @@
    cell (restart + run all), and on a miss; baseline: the same code as a plain cell through
    the same shell. "Comm attached" means a front end listens, and every message to it is
    built, packed and signed as a kernel would. A worst case follows, the middle cell of a long
-   chain: it shows how the work grows with the ancestors a cell re-checks (no target).
+   chain: it shows how the work grows with the ancestors a cell re-checks (no target). And
+   the comm's share of a miss, measured paired (the sections follow one another, and the
+   machine's pace drifts between them).
 2. ``%flow status`` of a 200-step notebook — target ≤ 50 ms.
 3. the tax on a plain cell (no magic) once nbflow is loaded: baseline, the same shell without
    nbflow. With a front end attached, steps' statuses are re-read once the kernel is idle, off
@@ -283,6 +285,49 @@ def bench_cells(steps: int, repeat: int, comm: bool = True, first_runs: int = 30
     }
 
 
+def bench_comm_paired(steps: int, pairs: int) -> dict[str, float]:
+    """What the JupyterLab comm adds to a miss, measured paired in one shell: its cell hooks
+    and its event subscription are switched off and on for every other edit, so that the
+    machine's pace, which drifts between the sections above, weighs on both sides alike."""
+    work = Path(tempfile.mkdtemp(prefix="nbflow-bench-pair-"))
+    shell, session, clock = setup_shell(work, comm=True)
+    cells = [typical_cell(i) for i in range(steps)]
+    for c in cells:
+        run(shell, c)
+    target = cells[len(cells) // 2]
+    comm = session.comm
+    mirror = comm._mirror
+
+    def attach(on: bool) -> None:
+        hooks = (("pre_run_cell", comm._pre_run_cell), ("post_run_cell", comm._post_run_cell))
+        for event, hook in hooks:
+            (shell.events.register if on else shell.events.unregister)(event, hook)
+        if on:
+            mirror._unsubscribe = session.flow.events.subscribe(mirror._on_event, repeats=False)
+        else:
+            mirror.close()
+
+    samples: dict[bool, list[float]] = {True: [], False: []}
+    attached = True
+    edits = 0
+    for i in range(pairs):
+        for on in ((True, False) if i % 2 else (False, True)):
+            if on != attached:
+                attach(on)
+                attached = on
+            edits += 1
+            src = target.replace("% 1000", f"% {2000 + edits}")
+            head, rest = src.split("\n", 1)
+            total, io_s = magic_time(shell, session, clock, head[len("%%step "):], rest)
+            samples[on].append(total - io_s)
+            idle()
+    if not attached:
+        attach(True)
+    diffs = [a - b for a, b in zip(samples[True], samples[False], strict=True)]
+    return {"with": statistics.median(samples[True]), "without": statistics.median(samples[False]),
+            "diff": statistics.median(diffs)}
+
+
 class _Info:
     def __init__(self, raw: str) -> None:
         self.raw_cell = raw
@@ -378,6 +423,12 @@ def main(argv: list[str] | None = None) -> int:
            deep, typical=False)
     per = (deep["hit_own"]) / deep["ancestors"]
     line("  => per ancestor whose key is checked", f"{per * 1e6:.1f} us")
+    paired = bench_comm_paired(args.typical, args.repeat)
+    print(f"1d. the comm's share of a miss, paired edit by edit in one shell ({args.repeat} pairs)")
+    line("nbflow's own work, miss, comm attached / not", f"{ms(paired['with'])} / "
+         f"{ms(paired['without'])}")
+    line("  => the comm adds (median of the pairs' differences)", ms(paired["diff"]),
+         "what 1a minus 1b shows beyond it is the machine's pace between sections")
     s = bench_status(args.steps)
     print(f"2. %flow status of a {int(s['steps'])}-step notebook (median of 20)")
     ok = "OK" if s["status"] <= 0.050 else "OVER"
