@@ -550,7 +550,9 @@ class FlowMirror:
     ``quick=seconds``: ``queued`` and ``running`` of a step whose last run took less are
     passed over (its next status follows within moments; should this run be long, the view
     shows the step's previous status until it ends), so that re-running a quick cell costs
-    the view two events, not four.
+    the view two events, not four. ``hold(event)``: True sets the event aside, to be folded
+    in order by :meth:`settle` or before the next event that is not held (the owner settles
+    once the kernel is idle, off the path of the cell that emitted it).
     """
 
     def __init__(
@@ -564,8 +566,11 @@ class FlowMirror:
         lazy_dot: bool = False,
         refresh_on_stale: bool = True,
         quick: float | None = None,
+        hold: Callable[[Any], bool] | None = None,
     ) -> None:
         self.flow = flow
+        self._hold = hold
+        self._held: list[Any] = []
         self._lazy_dot = lazy_dot
         self._refresh_on_stale = refresh_on_stale
         self._quick = quick
@@ -667,6 +672,7 @@ class FlowMirror:
 
     def refresh_statuses(self, notify: bool = True) -> dict[str, StatusInfo]:
         """Re-read every status from ``flow.status()``; reports and returns what changed."""
+        self.settle()  # else an older event set aside would overwrite what is read now
         try:
             rows = self.flow.status()
         except Exception as e:  # e.g. a graph with a cycle while the user is editing
@@ -710,12 +716,32 @@ class FlowMirror:
         if getattr(event, "item", None) is not None:
             return  # per-item progress of a foreach step: the step's own events follow
         status = event.status
-        if status == "cached" and event.key and self._shown.get(event.step) == event.key:
+        if (status == "cached" and event.key and self._shown.get(event.step) == event.key
+                and not self._held):
             return  # a cached ancestor checked again: its view shows this very entry already
         if (status == "queued" or status == "running") and self._quick is not None:
             last = self.statuses.get(event.step, {}).get("duration")
             if isinstance(last, int | float) and last < self._quick:
                 return
+        if self._hold is not None:
+            if self._hold(event):
+                with self._lock:
+                    self._held.append(event)
+                return
+            if self._held:
+                self.settle()  # what was set aside comes first
+        self._fold(event)
+
+    def settle(self) -> None:
+        """Fold the events ``hold`` set aside, in the order they came."""
+        with self._lock:
+            held, self._held = self._held, []
+        for event in held:
+            self._fold(event)
+
+    def _fold(self, event: Any) -> None:
+        if event.status == "cached" and event.key and self._shown.get(event.step) == event.key:
+            return  # (checked here too: what was set aside may have shown this entry since)
         with self._lock:
             if event.step not in self.statuses or (event.status == "stale"
                                                    and self._refresh_on_stale):

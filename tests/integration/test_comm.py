@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,11 @@ ROOT = Path(__file__).resolve().parents[2]
 V = 1
 
 
+def idle_after(m: dict[str, Any], msg_id: str) -> bool:
+    return (m["msg_type"] == "status" and m["content"]["execution_state"] == "idle"
+            and m["parent_header"].get("msg_id") == msg_id)
+
+
 class Kernel:
     def __init__(self, cwd: Path, notebook: Path) -> None:
         env = dict(os.environ)
@@ -27,17 +32,20 @@ class Kernel:
         self.km, self.kc = start_new_kernel(kernel_name="python3", cwd=str(cwd), env=env)
         self.seen: list[dict[str, Any]] = []
 
-    def execute(self, code: str, cell_id: str) -> None:
-        """Run a cell as JupyterLab does (with its cell id) and wait until the kernel is idle."""
-        kc = self.kc
+    def start(self, code: str, cell_id: str) -> str:
+        """Send a cell as JupyterLab does (with its cell id); returns the request's id."""
         content = {"code": code, "silent": False, "store_history": True, "user_expressions": {},
                    "allow_stdin": False, "stop_on_error": True}
-        msg = kc.session.msg("execute_request", content, metadata={"cellId": cell_id})
-        kc.shell_channel.send(msg)
-        reply = kc.get_shell_msg(timeout=60)
+        msg = self.kc.session.msg("execute_request", content, metadata={"cellId": cell_id})
+        self.kc.shell_channel.send(msg)
+        return str(msg["header"]["msg_id"])
+
+    def execute(self, code: str, cell_id: str) -> None:
+        """Run a cell and wait until the kernel is idle after it."""
+        msg_id = self.start(code, cell_id)
+        reply = self.kc.get_shell_msg(timeout=60)
         assert reply["content"]["status"] == "ok", reply["content"]
-        self.wait(lambda m: m["msg_type"] == "status" and m["content"]["execution_state"] == "idle"
-                  and m["parent_header"].get("msg_id") == msg["header"]["msg_id"])
+        self.wait(lambda m: idle_after(m, msg_id))
 
     def send(self, comm_id: str, data: Any, msg_type: str = "comm_msg", **extra: Any) -> None:
         msg = self.kc.session.msg(msg_type, {"comm_id": comm_id, "data": data, **extra})
@@ -74,6 +82,22 @@ class Kernel:
                     for step, info in data["updates"].items():
                         out.setdefault(step, []).append(info["status"])
         return out
+
+    def statuses_until(self, comm_id: str, step: str, final: Iterable[str] = ("done", "cached"),
+                       timeout: float = 10) -> list[str]:
+        """The statuses of ``step`` seen on the comm, in order, once the last is one of
+        ``final``: the kernel tells what a cell's steps became when it is idle after the cell,
+        so they may follow the cell's idle status."""
+        final = set(final)
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = self.statuses_after(comm_id).get(step, [])
+            if (seen and seen[-1] in final) or time.monotonic() > deadline:
+                return seen
+            try:
+                self.seen.append(self.kc.get_iopub_msg(timeout=0.2))
+            except Exception:
+                continue
 
     def drain(self) -> None:
         """Read what has arrived, then forget it (the next answers are the ones we look for)."""
@@ -120,8 +144,7 @@ def test_comm_announces_syncs_and_runs(kernel: Kernel, tmp_path: Path) -> None:
     for cid, src in CELLS[1:]:
         kernel.execute(src, cid)
     graph = kernel.comm_data(comm_id, "state")["graph"]  # the graph changed: a new full state
-    statuses = kernel.statuses_after(comm_id)
-    assert statuses["b"][-1] == "done", statuses
+    assert kernel.statuses_until(comm_id, "b")[-1] == "done", kernel.statuses_after(comm_id)
 
     # a front end (a reloaded page) asks for everything on the kernel's comm
     kernel.drain()
@@ -213,7 +236,7 @@ def test_a_plain_cell_that_changes_a_read_value_turns_the_step_stale(kernel: Ker
     kernel.comm_data(comm_id, "state")
     kernel.execute("alpha = 2", "p1")
     kernel.execute("%%step scaled\ny = alpha * 10", "p2")
-    assert kernel.statuses_after(comm_id)["scaled"][-1] == "done"
+    assert kernel.statuses_until(comm_id, "scaled")[-1] == "done"
     records = tmp_path / ".nbflow" / "records" / "cells"
     deadline = time.monotonic() + 10
     while not list(records.glob("*.json")) and time.monotonic() < deadline:
@@ -222,11 +245,7 @@ def test_a_plain_cell_that_changes_a_read_value_turns_the_step_stale(kernel: Ker
     # an edited quick step: not announced as running on its own, one message for the cell
     kernel.drain()
     kernel.execute("%%step scaled\ny = alpha * 10 + 0", "p2")
-    messages = [m["content"]["data"]["updates"]["scaled"]["status"] for m in kernel.seen
-                if m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == comm_id
-                and m["content"]["data"].get("type") == "status"
-                and "scaled" in m["content"]["data"]["updates"]]
-    assert messages == ["done"], messages
+    assert kernel.statuses_until(comm_id, "scaled") == ["done"]
     kernel.drain()
     kernel.execute("alpha = 3", "p3")
     update = kernel.wait(lambda m: m["msg_type"] == "comm_msg"
@@ -241,3 +260,26 @@ def test_a_plain_cell_that_changes_a_read_value_turns_the_step_stale(kernel: Ker
                          and m["content"]["data"].get("type") == "status"
                          and "scaled" in m["content"]["data"]["updates"], timeout=10)
     assert update["content"]["data"]["updates"]["scaled"]["status"] in ("cached", "done")
+
+
+def test_a_long_step_is_shown_running_while_its_cell_runs(kernel: Kernel) -> None:
+    """What a cell's steps became is told once the kernel is idle after it, but a step that
+    starts running is told at once: the front end shows it running while the cell runs."""
+    kernel.execute("%load_ext nbflow", "l0")
+    opened = kernel.wait(lambda m: m["msg_type"] == "comm_open"
+                         and m["content"]["target_name"] == "nbflow")
+    comm_id = opened["content"]["comm_id"]
+    kernel.send(comm_id, {"type": "sync", "version": V})
+    kernel.comm_data(comm_id, "state")
+    kernel.drain()
+    msg_id = kernel.start("%%step slow\nimport time\ntime.sleep(1.5)\nz = 1", "l1")
+    running = kernel.wait(lambda m: m["msg_type"] == "comm_msg"
+                          and m["content"]["comm_id"] == comm_id
+                          and m["content"]["data"].get("type") == "status"
+                          and m["content"]["data"]["updates"].get("slow", {}).get("status")
+                          == "running", timeout=10)
+    assert running["parent_header"].get("msg_id") == msg_id
+    assert not [m for m in kernel.seen if idle_after(m, msg_id)], "running came after the cell"
+    kernel.seen.append(running)
+    assert kernel.statuses_until(comm_id, "slow") == ["running", "done"]
+    assert [m for m in kernel.seen if idle_after(m, msg_id)]  # the cell is over by now
