@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import io
+import itertools
 import os
 import statistics
 import sys
@@ -119,6 +120,16 @@ def typical_cell(i: int) -> str:
         f"if a{i} < 0:\n"
         f"    print('negative', a{i})\n"
     )
+
+
+_EDITS = itertools.count(1001)
+
+
+def edited(cell: str) -> str:
+    """``cell`` with one statement changed, never the same way twice in the process: what
+    nbflow memoizes per statement (parse, analysis, code) is then as cold as after a user's
+    edit, not warm from an earlier section's same edit."""
+    return cell.replace("% 1000", f"% {next(_EDITS)}")
 
 
 def plain_of(cell: str) -> str:
@@ -236,7 +247,6 @@ def bench_cells(steps: int, repeat: int, comm: bool = True, first_runs: int = 30
     name_line = head[len("%%step "):]
     plain = plain_of(target)
     samples: dict[str, list[float]] = defaultdict(list)
-    edits = 0
     per, per_first = max(repeat // rounds, 1), max(first_runs // rounds, 1)
     round_baselines = []
     for _ in range(rounds):
@@ -255,8 +265,7 @@ def bench_cells(steps: int, repeat: int, comm: bool = True, first_runs: int = 30
             samples["hit_idle"].append(idle())
         # a miss: new code each time (the cell runs and its outputs are written)
         for _ in range(min(per, 20)):
-            edits += 1
-            src = target.replace("% 1000", f"% {1000 + edits}")
+            src = edited(target)
             head, rest = src.split("\n", 1)
             code = compile(rest, "<user>", "exec")
             t = time.perf_counter()
@@ -314,14 +323,12 @@ def bench_comm_paired(steps: int, pairs: int) -> dict[str, float]:
     samples: dict[bool, list[float]] = {True: [], False: []}
     later: dict[bool, list[float]] = {True: [], False: []}
     attached = True
-    edits = 0
     for i in range(pairs):
         for on in ((True, False) if i % 2 else (False, True)):
             if on != attached:
                 attach(on)
                 attached = on
-            edits += 1
-            src = target.replace("% 1000", f"% {2000 + edits}")
+            src = edited(target)
             head, rest = src.split("\n", 1)
             total, io_s = magic_time(shell, session, clock, head[len("%%step "):], rest)
             samples[on].append(total - io_s)
