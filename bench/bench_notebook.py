@@ -10,7 +10,8 @@
    built, packed and signed as a kernel would. A worst case follows, the middle cell of a long
    chain: it shows how the work grows with the ancestors a cell re-checks (no target). And
    the comm's share of a miss, measured paired (the sections follow one another, and the
-   machine's pace drifts between them).
+   machine's pace drifts between them). What nbflow sets aside until the kernel is idle after
+   the cell (a new cell's parse record; the comm's statuses, sent then) is timed apart.
 2. ``%flow status`` of a 200-step notebook — target ≤ 50 ms.
 3. the tax on a plain cell (no magic) once nbflow is loaded: baseline, the same shell without
    nbflow. With a front end attached, steps' statuses are re-read once the kernel is idle, off
