@@ -37,11 +37,17 @@ class Recorder:
         self.sent.append({name: info["status"] for name, info in updates.items()})
 
 
-def test_held_events_wait_for_settle_and_keep_their_order(tmp_path: Path) -> None:
-    flow = make_flow(tmp_path / "store")
+def mirrored(store: Path) -> tuple[nbflow.Flow, Recorder, FlowMirror]:
+    """A flow, run once, and its mirror holding for ``Recorder`` (nothing settled yet)."""
+    flow = make_flow(store)
     owner = Recorder()
     mirror = FlowMirror(flow, owner.on_status, lambda _graph: None, hold=owner.hold)
     flow.run()
+    return flow, owner, mirror
+
+
+def test_held_events_wait_for_settle_and_keep_their_order(tmp_path: Path) -> None:
+    _flow, owner, mirror = mirrored(tmp_path / "store")
     # a step starting is told at once, after what was held before it; the last status waits
     assert owner.sent == [{"base": "queued"}, {"scaled": "queued"}, {"base": "running"},
                           {"base": "done"}, {"scaled": "running"}]
@@ -55,10 +61,7 @@ def test_held_events_wait_for_settle_and_keep_their_order(tmp_path: Path) -> Non
 
 
 def test_an_event_not_held_folds_what_was_held_first(tmp_path: Path) -> None:
-    flow = make_flow(tmp_path / "store")
-    owner = Recorder()
-    mirror = FlowMirror(flow, owner.on_status, lambda _graph: None, hold=owner.hold)
-    flow.run()
+    flow, owner, mirror = mirrored(tmp_path / "store")
     mirror.settle()
     owner.sent.clear()
     flow.invalidate("base")  # held: stale, stale
@@ -71,10 +74,7 @@ def test_an_event_not_held_folds_what_was_held_first(tmp_path: Path) -> None:
 
 
 def test_a_refresh_settles_first_so_an_older_event_cannot_overwrite_it(tmp_path: Path) -> None:
-    flow = make_flow(tmp_path / "store")
-    owner = Recorder()
-    mirror = FlowMirror(flow, owner.on_status, lambda _graph: None, hold=owner.hold)
-    flow.run()
+    flow, _owner, mirror = mirrored(tmp_path / "store")
     mirror.settle()
     flow.invalidate("scaled")  # held: scaled is stale
     make_flow(tmp_path / "store").run()  # another process writes the entry again: no event here
