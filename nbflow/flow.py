@@ -63,6 +63,7 @@ class Flow(ScriptMixin, ImperativeMixin, ProcessGraphMixin, BatchMixin):
         self.events = EventBus()
         self._store_location = store
         self._store: Store | None = None
+        self._defer_writes: Callable[[Callable[[], None]], None] | None = None
         self.params: dict[str, Any] = {}
         self._states: dict[str, StepState] = {}
         self._warned_unknown: set[tuple[str, str]] = set()
@@ -73,12 +74,23 @@ class Flow(ScriptMixin, ImperativeMixin, ProcessGraphMixin, BatchMixin):
     def store(self) -> Store:
         if self._store is None:
             self._store = open_store(self._store_location)
+            if self._defer_writes is not None:
+                self._store.defer_writes(self._defer_writes)
         return self._store
 
     @store.setter
     def store(self, location: Any) -> None:
+        if self._store is not None:
+            self._store.defer_writes(None)  # what waits goes where it was headed
         self._store_location = location
         self._store = None
+
+    def defer_writes(self, defer: Callable[[Callable[[], None]], None] | None) -> None:
+        """Write each new entry's manifest through ``defer`` (see :meth:`Store.defer_writes`);
+        None: at once again. For a host that knows when it is idle, such as a notebook kernel."""
+        self._defer_writes = defer
+        if self._store is not None:
+            self._store.defer_writes(defer)
 
     # -- registration -----------------------------------------------------------------------------
     @overload

@@ -120,11 +120,14 @@ class Session:
         self._main = MainThread(shell)
         self._idle_work: list[Callable[[], None]] = []
         self._idle_due: Any = None
+        self._late: list[str] = []  # what work done once idle warned of, told with the next cell
+        self.flow.defer_writes(self.when_idle)
         # (the graph's producer map, a step, that map without the step): see _producers
         self._others: tuple[dict[str, str], str, dict[str, str]] | None = None
 
     def close(self) -> None:
         self.flush_idle()
+        self.flow.defer_writes(None)
         self._unsubscribe()
         for undo in self.on_close:
             undo()
@@ -133,18 +136,34 @@ class Session:
     # -- work that can wait until the cell is over ---------------------------------------------
     def when_idle(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` once the kernel is free (after the cell, before the next), or at once
-        where there is no running loop. For what only makes later work faster, such as the
-        parse record of a new cell: the cell need not wait for it, and a kernel killed first
-        loses a shortcut, never a result."""
+        where there is no running loop. For what the cell need not wait for: the parse record
+        of a new cell, the manifests of the entries it made (the store serves them from memory
+        until then). A kernel killed in between loses a shortcut or the entries of its last
+        cell, never an earlier result."""
         self._idle_work.append(fn)
         if self._idle_due is None:
-            self._idle_due = self._main.later(0, self.flush_idle)
+            self._idle_due = self._main.later(0, self._at_idle)
             if self._idle_due is None:
                 self.flush_idle()
 
+    def _at_idle(self) -> None:
+        """The loop's call, once the cell is over. A front end has closed the cell's output by
+        then (it saw the kernel go idle), so what the work warns of, such as an entry's
+        manifest that could not be written, is told at the start of the next cell."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", NbflowWarning)
+            self.flush_idle()
+        for w in caught:
+            if issubclass(w.category, NbflowWarning):
+                self._late.append(str(w.message))
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
     def flush_idle(self) -> None:
-        """Do the work :meth:`when_idle` set aside, now."""
-        self._idle_due = None
+        """Do the work :meth:`when_idle` set aside, now (what it warns of is shown at once)."""
+        due, self._idle_due = self._idle_due, None
+        if due is not None:
+            due.cancel()  # when called before the loop's turn came (a no-op within it)
         work, self._idle_work = self._idle_work, []
         for fn in work:
             try:
@@ -162,7 +181,15 @@ class Session:
             self.bound[event.step] = event.key
 
     def pre_run_cell(self, info: Any) -> None:
-        """Before any cell: globals may have changed; placeholders the cell names get loaded."""
+        """Before any cell: globals may have changed; placeholders the cell names get loaded.
+        Work set aside after the previous cell is done first if the loop has not got to it
+        (cells sent together), and what it warned of is told."""
+        if self._idle_work:
+            self.flush_idle()
+        if self._late:
+            late, self._late = self._late, []
+            for message in late:
+                self.warn(message)
         self.fingerprinter.forget()
         raw = getattr(info, "raw_cell", "") or ""
         if not raw.lstrip().startswith("%%step"):  # a step cell binds its inputs itself

@@ -25,7 +25,7 @@ import re
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,6 +164,10 @@ class Store:
         self._scalars: dict[str, tuple[Any, Any, Any]] = {}
         self._warned: set[str] = set()
         self._lock = threading.Lock()
+        # entries whose manifest waits for :meth:`defer_writes`'s callable (see there)
+        self._pending: dict[str, Manifest] = {}
+        self._defer: Callable[[Callable[[], None]], None] | None = None
+        self._defer_thread: threading.Thread | None = None
 
     @property
     def root(self) -> str:
@@ -192,6 +196,10 @@ class Store:
         memo = self._memo.get(key)  # a key in the memo was checked to be a key already
         if memo is None and not _HEX.match(key):
             raise ValueError(f"not a cache key: {key!r}")
+        if self._pending:
+            pending = self._pending.get(key)
+            if pending is not None:
+                return pending
         path = _manifest_path(key)
         sig = self.backend.signature(path)
         if sig is None:
@@ -331,7 +339,8 @@ class Store:
         encoded: Mapping[str, Encoded],
         meta: Mapping[str, Any] | None = None,
     ) -> Manifest:
-        """Write blobs, then the signed manifest (the commit point). Raises StoreWriteError."""
+        """Write blobs, then the signed manifest (the commit point; perhaps later, see
+        :meth:`defer_writes`). Raises StoreWriteError."""
         outputs: dict[str, Any] = {}
         try:
             for name, enc in encoded.items():
@@ -360,6 +369,18 @@ class Store:
                 **{k: v for k, v in (meta or {}).items() if k != "output_info"},
                 "outputs": outputs,
             }
+        except OSError as e:
+            raise StoreWriteError(f"{type(e).__name__}: {e}") from e
+        defer = self._defer
+        if defer is not None and threading.current_thread() is self._defer_thread:
+            manifest = Manifest(key, data)
+            self._pending[key] = manifest
+            defer(functools.partial(self._write_pending, key, manifest))
+            return manifest
+        return self._write_manifest(key, data)
+
+    def _write_manifest(self, key: str, data: Mapping[str, Any]) -> Manifest:
+        try:
             body, doc = self._signed("manifest", data)
             self.backend.write_atomic(_manifest_path(key), [doc])
         except OSError as e:
@@ -367,6 +388,46 @@ class Store:
         manifest = Manifest(key, body)
         self._remember(key, self.backend.signature(_manifest_path(key)), manifest)
         return manifest
+
+    # -- writing manifests later ------------------------------------------------------------------
+    def defer_writes(self, defer: Callable[[Callable[[], None]], None] | None) -> None:
+        """Have :meth:`put`, called from this thread, hand its manifest's writing to ``defer``
+        (None: write at once again, and write what waits now).
+
+        A notebook kernel passes "once the kernel is idle": encoding, signing and writing the
+        manifest are a sixth of a cache-miss cell's own work and most of its I/O, and the cell
+        need not wait for them. The blobs are written at once (a large output's disk-full
+        error shows in its cell). Until its manifest is written, an entry is served from memory
+        in this process; a process killed first loses that entry, never an earlier one, and
+        serves nothing partial: the manifest is still the commit point. A write that fails
+        then warns, as a failed :meth:`put` does, and the entry is forgotten.
+        """
+        if defer is None:
+            self._defer = self._defer_thread = None
+            self.flush()
+        else:
+            self._defer, self._defer_thread = defer, threading.current_thread()
+
+    def flush(self) -> None:
+        """Write every manifest that waits (see :meth:`defer_writes`) now."""
+        for key, manifest in list(self._pending.items()):
+            self._write_pending(key, manifest)
+
+    def pending(self) -> list[str]:
+        """Keys whose manifest waits to be written."""
+        return list(self._pending)
+
+    def _write_pending(self, key: str, manifest: Manifest) -> None:
+        if self._pending.get(key) is not manifest:
+            return  # written by a flush meanwhile, or deleted
+        try:
+            self._write_manifest(key, manifest.data)
+        except StoreWriteError as e:
+            self._memo.pop(key, None)
+            warnings.warn(f"nbflow: step '{manifest.step}' ran but its outputs were not cached "
+                          f"({e}); earlier cache entries are intact", NbflowWarning, stacklevel=2)
+        finally:
+            self._pending.pop(key, None)
 
     def _signed(self, field: str, data: Mapping[str, Any]) -> tuple[Any, bytes]:
         """(body, document bytes) of ``{field: body, "sig": ...}``: the canonical text of
@@ -427,14 +488,17 @@ class Store:
     # -- maintenance ------------------------------------------------------------------------------
     def forget(self, key: str) -> None:
         self._memo.pop(key, None)
+        self._pending.pop(key, None)
 
     def delete(self, key: str) -> None:
         """Remove the manifest (blobs become orphans, reclaimed by :meth:`gc`/:meth:`check`)."""
         self._memo.pop(key, None)
+        self._pending.pop(key, None)
         self.backend.remove(_manifest_path(key))
 
     def entries(self) -> Iterator[Manifest]:
         """Every valid entry (bad ones warn and are skipped)."""
+        self.flush()  # an entry waiting to be written is one, and its blobs are no orphans
         for info in self.backend.walk("manifests"):
             base = info.path.rsplit("/", 1)[-1]
             if base.startswith(TMP_PREFIX) or not base.endswith(".json"):
@@ -476,6 +540,7 @@ class Store:
         return removed
 
     def size(self) -> int:
+        self.flush()
         return sum(i.size for i in self.backend.walk(""))
 
     def gc(self, max_size: int) -> list[str]:
@@ -498,10 +563,13 @@ class Store:
 
     def touch(self, key: str) -> None:
         """Mark an entry used (for LRU gc)."""
+        if key in self._pending:
+            return  # it is written once the caller is idle, as new as it gets
         self.backend.touch(_manifest_path(key))
 
     def check(self, fix: bool = False, temp_age: float = 3600.0) -> CheckReport:
         """Reconcile manifests and blobs: bad entries, orphan blobs, leftover temp files."""
+        self.flush()
         report = CheckReport(fixed=fix)
         refs: set[str] = set()
         now = time.time()

@@ -325,3 +325,42 @@ def test_interrupting_a_step_is_one_line_and_nothing_is_stored(notebook_dir: Pat
                                     "was stored, earlier steps stay cached"]
         status = _status_rows(k.run(3))
         assert status["fast"] in ("done", "cached") and status["slow"] in ("failed", "stale")
+
+
+def test_a_full_disk_after_a_cell_is_told_with_the_next_and_nothing_is_lost(
+        notebook_dir: Path) -> None:
+    """A cell's entry is committed once the kernel is idle: when the disk is full by then, the
+    next cell says so, earlier entries stay, and a new kernel runs the step again."""
+    disk = notebook_dir / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
+    try:
+        cells = [
+            "%load_ext nbflow", MARK,
+            "%%step kept\nmark('kept')\nk = 1",
+            "if os.environ['FILL'] == '1':  # a real, full filesystem from here on\n"
+            "    with open(os.path.join(os.environ['NBFLOW_STORE'], '..', 'fill'), 'wb',\n"
+            "              buffering=0) as f:\n"
+            "        try:\n"
+            "            while True:\n"
+            "                f.write(b'x' * 4096)\n"
+            "        except OSError:\n"
+            "            pass",
+            "%%step lost\nmark('lost')\nv = k + 41\nprint(v)",
+            "print('next')",
+        ]
+        path = write_notebook(notebook_dir / "full.ipynb", cells)
+        store = str(disk / "store")
+        nb = run_notebook(path, NBFLOW_STORE=store, FILL="1")
+        assert text_of(nb.cells[4]) == "42\n" and not errors_of(nb.cells[4])
+        assert text_of(nb.cells[5], "stdout") == "next\n"
+        assert text_of(nb.cells[5], "stderr") == (
+            "nbflow: step 'lost' ran but its outputs were not cached (OSError: [Errno 28] No "
+            "space left on device); earlier cache entries are intact\n")
+        (disk / "fill").unlink()
+        again = run_notebook(path, NBFLOW_STORE=store, FILL="0")
+        assert is_cached(again.cells[2]) and not is_cached(again.cells[4])
+        assert text_of(again.cells[4]) == "42\n" and text_of(again.cells[5], "stderr") == ""
+        assert read_log(notebook_dir / "steps.log") == ["kept", "lost", "lost"]
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -304,3 +304,86 @@ def test_records_are_signed(tmp_path: Path) -> None:
         assert store.get_record("runs-f", "r1") is None
     with pytest.raises(ValueError):
         store.put_record("../x", "r", {})
+
+
+class _Later:
+    """What a notebook kernel gives :meth:`Store.defer_writes`: work kept until it is idle."""
+
+    def __init__(self) -> None:
+        self.work: list = []
+
+    def __call__(self, fn) -> None:  # noqa: ANN001
+        self.work.append(fn)
+
+    def idle(self) -> None:
+        work, self.work = self.work, []
+        for fn in work:
+            fn()
+
+
+def test_deferred_manifests_are_served_from_memory_until_written(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "s")
+    later = _Later()
+    store.defer_writes(later)
+    big = np.arange(100_000)
+    m = put(store, x=[1, 2], y=big)
+    assert not (tmp_path / "s" / _manifest_path(KEY)).exists()  # the commit point waits
+    assert store.pending() == [KEY] and store.get(KEY) is m
+    assert store.load(m, "x") == [1, 2] and np.array_equal(store.load(m, "y"), big)
+    assert open_store(tmp_path / "s").get(KEY) is None  # another process: not yet an entry
+    later.idle()
+    assert store.pending() == []
+    other = open_store(tmp_path / "s").get(KEY)
+    assert other is not None and other.digests == m.digests
+    assert other.data == json.loads(json.dumps(m.data))  # what memory served is what was written
+
+
+def test_deferred_manifests_are_written_before_the_store_is_walked_or_dropped(
+        tmp_path: Path) -> None:
+    store = open_store(tmp_path / "s")
+    later = _Later()
+    store.defer_writes(later)
+    put(store, KEY, x=np.ones(100_000))
+    put(store, "cd" * 16, x=np.zeros(100_000))
+    assert [m.key for m in store.entries()] == sorted([KEY, "cd" * 16])  # flushed first
+    assert store.check().clean  # their blobs are no orphans
+    put(store, "ef" * 16, x=3)
+    store.delete("ef" * 16)  # gone before it was written: it never is
+    put(store, "12" * 16, x=4)
+    store.defer_writes(None)  # written at once from now on, and what waits is written now
+    later.idle()
+    fresh = open_store(tmp_path / "s")
+    assert fresh.get("ef" * 16) is None and fresh.get("12" * 16) is not None
+    put(store, "34" * 16, x=5)
+    assert later.work == [] and fresh.get("34" * 16) is not None
+
+
+def test_a_deferred_manifest_that_cannot_be_written_warns_and_is_forgotten(
+        tmp_path: Path) -> None:
+    import errno
+
+    from nbflow.store.backend import LocalBackend
+
+    class FullForManifests(LocalBackend):
+        """A real directory whose manifest writes fail as on a full disk."""
+
+        def write_atomic(self, path, chunks) -> None:  # noqa: ANN001
+            if path.startswith("manifests/"):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            super().write_atomic(path, chunks)
+
+    store = open_store(tmp_path / "s")
+    put(store, "cd" * 16, x=1)  # an earlier entry
+    full = Store(FullForManifests(tmp_path / "s"))
+    later = _Later()
+    full.defer_writes(later)
+    m = full.put(KEY, {"x": encode(2)}, {"step": "fit", "flow": "f", "duration": 1.0})
+    assert full.get(KEY) is m
+    with pytest.warns(NbflowWarning) as caught:
+        later.idle()
+    assert len(caught) == 1
+    assert str(caught[0].message) == (
+        "nbflow: step 'fit' ran but its outputs were not cached (OSError: [Errno 28] No space "
+        "left on device); earlier cache entries are intact")
+    assert full.get(KEY) is None and full.pending() == []
+    assert full.get("cd" * 16) is not None and full.check().bad_entries == []
