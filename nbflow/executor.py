@@ -23,7 +23,6 @@ from . import keys
 from .errors import MissingInputError, NbflowWarning, StepFailed
 from .events import Event, EventBus
 from .graph import Graph, KeyMemo, Step
-from .hashing import digest_parts
 from .store import Encoded, Manifest, Store, StoreWriteError, encode
 from .store.codec import value_digest
 
@@ -541,7 +540,7 @@ def describe_record(
         "flow": flow,
         "step": step.name,
         "key": key,
-        "code_digest": _code_digest(step.code),
+        "code_digest": keys.code_digest(step.code),  # memoized: the key hashed it
         "version": step.version,
         "inputs": {k: v for k, v in merged.items() if not k.startswith("~")},
         "externals": {k[1:]: v for k, v in merged.items() if k.startswith("~")},
@@ -557,18 +556,13 @@ def describe_record(
 
 
 @functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=1)
 def _environment() -> tuple[str, str]:
     import platform
 
     from . import __version__
 
     return platform.python_version(), __version__
-
-
-@functools.lru_cache(maxsize=1024)
-def _code_digest(code: str) -> str:
-    """A record's digest of its step's code (a cell's is recorded again on every edit)."""
-    return digest_parts([code])
 
 
 def _packages(step: Step) -> dict[str, str]:
