@@ -11,7 +11,8 @@
    chain: it shows how the work grows with the ancestors a cell re-checks (no target). And
    the comm's share of a miss, measured paired (the sections follow one another, and the
    machine's pace drifts between them). What nbflow sets aside until the kernel is idle after
-   the cell (a new cell's parse record; the comm's statuses, sent then) is timed apart.
+   the cell (a new cell's parse record; a new entry's manifest, encoded, signed and written
+   then; the comm's statuses, sent then) is timed apart.
 2. ``%flow status`` of a 200-step notebook — target ≤ 50 ms.
 3. the tax on a plain cell (no magic) once nbflow is loaded: baseline, the same shell without
    nbflow. With a front end attached, steps' statuses are re-read once the kernel is idle, off
@@ -199,8 +200,8 @@ def run(shell: InteractiveShell, source: str) -> float:
 
 def idle() -> float:
     """What a kernel does once a cell is over and before the next: the work nbflow set aside
-    until then (the parse record of a new cell; the comm's statuses and bookkeeping). Returns
-    its time (not part of the cell's)."""
+    until then (the parse record of a new cell; the manifests of new entries; the comm's
+    statuses and bookkeeping). Returns its time (not part of the cell's)."""
     session = current_session()
     if session is None:
         return 0.0
