@@ -556,7 +556,6 @@ def describe_record(
 
 
 @functools.lru_cache(maxsize=1)
-@functools.lru_cache(maxsize=1)
 def _environment() -> tuple[str, str]:
     import platform
 

@@ -487,6 +487,8 @@ class Store:
 
     # -- maintenance ------------------------------------------------------------------------------
     def forget(self, key: str) -> None:
+        """Drop what memory holds of ``key``, found bad while loading: it is read and verified
+        again, and a manifest still waiting to be written never is."""
         self._memo.pop(key, None)
         self._pending.pop(key, None)
 
