@@ -265,14 +265,19 @@ def bench_cells(steps: int, repeat: int, comm: bool = True, first_runs: int = 30
             samples["hit_all"].append(total)
             samples["hit_io"].append(io_s)
             samples["hit_idle"].append(idle())
-        # a miss: new code each time (the cell runs and its outputs are written)
-        for _ in range(min(per, 20)):
-            src = edited(target)
-            head, rest = src.split("\n", 1)
+        # a miss: new code each time (the cell runs and its outputs are written). The user's
+        # own code is timed alone, and the median of the round's edits is taken out of each
+        # (one slow spell while timing it alone would otherwise make a sample's own work
+        # too small, even negative)
+        edits = [edited(target).split("\n", 1) for _ in range(min(per, 20))]
+        users = []
+        for _, rest in edits:
             code = compile(rest, "<user>", "exec")
             t = time.perf_counter()
-            exec(code, dict(shell.user_ns))  # the user's own code, timed alone
-            user = time.perf_counter() - t
+            exec(code, dict(shell.user_ns))
+            users.append(time.perf_counter() - t)
+        user = statistics.median(users)
+        for head, rest in edits:
             total, io_s = magic_time(shell, session, clock, head[len("%%step "):], rest)
             samples["miss_own"].append(total - io_s - user)
             samples["miss_all"].append(total - user)
