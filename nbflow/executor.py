@@ -23,7 +23,7 @@ from . import keys
 from .errors import MissingInputError, NbflowWarning, StepFailed
 from .events import Event, EventBus
 from .graph import Graph, KeyMemo, Step
-from .store import Encoded, Manifest, Store, StoreWriteError, encode
+from .store import Encoded, Manifest, Store, StoreWriteError, encode, not_cached
 from .store.codec import value_digest
 
 VOLATILE = "volatile:"  # digest prefix of a value that could not be stored: never cache on it
@@ -405,12 +405,7 @@ class Run:
         try:
             manifest = self.store.put(key, encoded, entry_meta)
         except StoreWriteError as e:
-            warnings.warn(
-                f"nbflow: step '{step.name}' ran but its outputs were not cached ({e}); "
-                "earlier cache entries are intact",
-                NbflowWarning,
-                stacklevel=2,
-            )
+            warnings.warn(not_cached(step.name, e), NbflowWarning, stacklevel=2)
             return None
         self.manifests[step.name] = manifest
         return manifest

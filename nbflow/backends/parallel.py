@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from ..errors import NbflowWarning
 from ..executor import Run, RunResult, StepState, _format, _Stale, describe_record
 from ..graph import Step
-from ..store import Store, encode
+from ..store import Store, encode, not_cached
 from .tasks import (
     InputRef,
     ItemResult,
@@ -352,11 +352,7 @@ class ParallelRun(Run):
             self._settle(step.name, self.compute(step, job.key, job.merged, job.volatile))
             return
         if res.put_error:
-            warnings.warn(
-                f"nbflow: step '{step.name}' ran but its outputs were not cached ({res.put_error}); "
-                "earlier cache entries are intact",
-                NbflowWarning, stacklevel=2,
-            )
+            warnings.warn(not_cached(step.name, res.put_error), NbflowWarning, stacklevel=2)
         manifest = None
         if res.stored:
             manifest = self.store.get(job.key)

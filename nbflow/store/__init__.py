@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from .backend import Backend, LocalBackend
-from .base import CheckReport, CorruptEntry, Manifest, Store, StoreWriteError
+from .base import CheckReport, CorruptEntry, Manifest, Store, StoreWriteError, not_cached
 from .codec import Encoded, decode, encode, value_digest
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "StoreWriteError",
     "decode",
     "encode",
+    "not_cached",
     "open_store",
     "value_digest",
 ]

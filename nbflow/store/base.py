@@ -51,6 +51,12 @@ class StoreWriteError(Exception):
     """Writing an entry failed (disk full, I/O error); nothing partial is visible."""
 
 
+def not_cached(step: str, error: object) -> str:
+    """What a step whose entry could not be written warns, wherever the write failed."""
+    return (f"nbflow: step '{step}' ran but its outputs were not cached ({error}); earlier "
+            "cache entries are intact")
+
+
 @dataclass(frozen=True)
 class Manifest:
     """A verified manifest. ``outputs[name]`` has digest, stream, buffers, size, type, preview."""
@@ -424,8 +430,7 @@ class Store:
             self._write_manifest(key, manifest.data)
         except StoreWriteError as e:
             self._memo.pop(key, None)
-            warnings.warn(f"nbflow: step '{manifest.step}' ran but its outputs were not cached "
-                          f"({e}); earlier cache entries are intact", NbflowWarning, stacklevel=2)
+            warnings.warn(not_cached(manifest.step, e), NbflowWarning, stacklevel=2)
         finally:
             self._pending.pop(key, None)
 
